@@ -1,0 +1,46 @@
+"""Every limit, timeout and size the server enforces, in one frozen dataclass.
+
+Each default says what it defends against; change them with the CLI flags of the
+same name (``--max-body-bytes``, ``--heartbeat``, ...).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["Config"]
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    host: str = "127.0.0.1"
+    port: int = 8000
+
+    # Parser limits (RFC 9112 leaves them to us). Each bounds what one request may
+    # make us buffer before we have decided to serve it.
+    max_request_line_bytes: int = 8 * 1024  # 414 beyond
+    max_header_bytes: int = 64 * 1024  # whole head incl. request line; 431 beyond
+    max_header_count: int = 100  # 431 beyond; bounds per-request dict/list work
+    max_body_bytes: int = 1024 * 1024  # 413 beyond, before reading it
+
+    # Timeouts. A client that drips its head a byte at a time holds a connection
+    # slot; the head deadline is the whole budget, not a per-read idle timer.
+    head_timeout_s: float = 10.0  # 408 then close
+    keepalive_timeout_s: float = 15.0  # idle time between requests on one connection
+    body_timeout_s: float = 30.0  # a declared body must arrive within this
+    shutdown_timeout_s: float = 10.0  # in-flight plain responses get this long
+
+    # Concurrency. Each connection is one file descriptor and a few KiB; past the
+    # cap we answer 503 rather than let the process hit its descriptor limit.
+    max_connections: int = 15_000
+    backlog: int = 4096
+
+    # Server-Sent Events.
+    heartbeat_s: float = 15.0  # comment line after this much idle time; proxies drop silent streams
+    retry_ms: int = 3_000  # reconnection hint sent at the start of each stream
+    history_size: int = 1_000  # events kept per channel for Last-Event-ID resume
+    max_subscriber_buffer_bytes: int = 1024 * 1024  # unsent bytes before a slow client is dropped
+    shutdown_retry_jitter_ms: int = 5_000  # spread of reconnects after a restart
+
+    server_header: str = "sse_server"
+    access_log: bool = True

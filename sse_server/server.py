@@ -1,0 +1,161 @@
+"""Server: bind, accept, keep the registry of live connections, shut down gracefully.
+
+    server = Server(app, Config(port=0))
+    await server.start()          # returns once bound; server.port is the real port
+    ...
+    await server.shutdown()       # bounded by config.shutdown_timeout_s
+
+One sweeper timer serves every connection's deadline (head, keep-alive idle,
+body); thousands of idle connections cost memory, not timer wake-ups.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from .app import App
+from .config import Config
+from .connection import Connection, _plain_error, configure_socket
+
+__all__ = ["Server"]
+
+log = logging.getLogger("sse_server")
+
+
+class Server:
+    def __init__(self, app: App, config: Config | None = None) -> None:
+        self.app = app
+        self.config = config or Config()
+        self.connections: set[Connection] = set()
+        self.streams: set[Connection] = set()
+        self.shutting_down = False
+        self.port = 0
+        self.host = self.config.host
+        self._awaiting: set[Connection] = set()  # connections with a deadline
+        self._listener: asyncio.base_events.Server | None = None
+        self._sweeper: asyncio.TimerHandle | None = None
+        self._idle = asyncio.Event()  # set while no connection is open
+        self._stopped = asyncio.Event()
+        self._shutdown_task: asyncio.Task[None] | None = None
+        self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
+
+    @property
+    def sweep_interval_s(self) -> float:
+        shortest = min(self.config.head_timeout_s, self.config.keepalive_timeout_s, self.config.body_timeout_s)
+        return max(0.02, min(1.0, shortest / 4))
+
+    async def start(self) -> None:
+        """Run the app's start-up hooks and bind; returns once the port is listening."""
+        self.loop = asyncio.get_running_loop()
+        self.app.config = self.config
+        self.app.server = self
+        for hook in self.app.on_startup:
+            await hook()
+        self._idle.set()
+        self._listener = await asyncio.start_server(
+            self._on_connect, self.config.host, self.config.port,
+            backlog=self.config.backlog, reuse_address=True,
+        )
+        sockname = self._listener.sockets[0].getsockname()
+        self.host, self.port = sockname[0], sockname[1]
+        self._sweeper = self.loop.call_later(self.sweep_interval_s, self._sweep)
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    async def serve_forever(self) -> None:
+        await self._stopped.wait()
+
+    async def _on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.shutting_down or len(self.connections) >= self.config.max_connections:
+            retry_after = "5" if not self.shutting_down else "1"
+            writer.write(_plain_error(503, "server is at its connection limit", [("Retry-After", retry_after)]))
+            writer.close()
+            return
+        configure_socket(writer.get_extra_info("socket"))
+        conn = Connection(self, reader, writer)
+        self.connections.add(conn)
+        self._idle.clear()
+        await conn.run()
+
+    # -- the registry, called by Connection ---------------------------------------
+
+    def await_request(self, conn: Connection) -> None:
+        self._awaiting.add(conn)
+
+    def request_received(self, conn: Connection) -> None:
+        self._awaiting.discard(conn)
+
+    def stream_started(self, conn: Connection) -> None:
+        self.streams.add(conn)
+
+    def stream_ended(self, conn: Connection) -> None:
+        self.streams.discard(conn)
+
+    def untrack(self, conn: Connection) -> None:
+        self.connections.discard(conn)
+        self._awaiting.discard(conn)
+        self.streams.discard(conn)
+        if not self.connections:
+            self._idle.set()
+
+    def _sweep(self) -> None:
+        now = self.loop.time()
+        expired = [c for c in self._awaiting if 0.0 < c.deadline <= now]
+        for conn in expired:
+            self._awaiting.discard(conn)
+            conn.on_deadline()
+        if not self._stopped.is_set():
+            self._sweeper = self.loop.call_later(self.sweep_interval_s, self._sweep)
+
+    # -- shutdown -------------------------------------------------------------------
+
+    async def shutdown(self) -> None:
+        """Stop accepting, end streams, let plain responses finish, then close the rest.
+
+        Safe to call more than once; every caller waits for the same shutdown.
+        """
+        if self._shutdown_task is None:
+            self._shutdown_task = asyncio.ensure_future(self._shutdown())
+        await asyncio.shield(self._shutdown_task)
+
+    async def _shutdown(self) -> None:
+        self.shutting_down = True
+        if self._listener is not None:
+            self._listener.close()
+        for conn in list(self.connections):
+            conn.close_idle()
+        for conn in list(self.streams):
+            response = conn.response
+            if response is not None:
+                try:
+                    await response.on_shutdown(conn)
+                except Exception:
+                    log.exception("stream shutdown hook failed")
+            conn.end_stream()
+        try:
+            await asyncio.wait_for(self._idle.wait(), self.config.shutdown_timeout_s)
+        except TimeoutError:
+            log.warning("%d connections still open after %.1fs; closing them",
+                        len(self.connections), self.config.shutdown_timeout_s)
+            for conn in list(self.connections):
+                conn.transport.abort()
+                if conn.task is not None:
+                    conn.task.cancel()
+            try:
+                await asyncio.wait_for(self._idle.wait(), 1.0)
+            except TimeoutError:
+                log.error("%d connections did not close", len(self.connections))
+        for hook in self.app.on_shutdown:
+            try:
+                await hook()
+            except Exception:
+                log.exception("shutdown hook failed")
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        self._stopped.set()
+        if self._listener is not None:
+            await self._listener.wait_closed()
