@@ -162,6 +162,7 @@ class Sink(Protocol):
     """
 
     chunked: bool
+    config: Config
 
     def write(self, data: bytes) -> None: ...
     def frame(self, data: bytes) -> bytes: ...
@@ -219,6 +220,7 @@ class StreamingResponse:
     ``stream`` as a task and cancels it the moment the client goes away.
     """
 
+    __slots__ = ("status", "body", "headers")
     media_type = "text/plain; charset=utf-8"
 
     def __init__(

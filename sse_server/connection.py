@@ -37,6 +37,7 @@ from .http11 import (
 from .routing import MethodNotAllowed, NotFound
 
 if TYPE_CHECKING:
+    from .config import Config
     from .server import Server
 
 __all__ = ["Connection"]
@@ -389,6 +390,10 @@ class Connection:
             self._watching = False
 
     # -- the Sink protocol (app.Sink) used by stream producers ------------------
+
+    @property
+    def config(self) -> Config:
+        return self.server.config
 
     def frame(self, data: bytes) -> bytes:
         return b"%x\r\n%b\r\n" % (len(data), data) if self.chunked else data

@@ -5,11 +5,12 @@
 # (UTF-8 with one optional leading BOM; CRLF, lone CR and lone LF all end a line) and
 # §9.2.6 "Interpreting an event stream" (fields, the data / event type / last event ID
 # buffers, dispatch on a blank line, an unterminated event discarded at end of stream).
-# The encoder writes only what that parser reads back unchanged: data is split on CR,
-# LF and CRLF and nothing else (str.splitlines would also split on U+2028, \x0b, \x1c
-# and friends, which a browser keeps inside one line); `event` and `id` can never carry
-# a line end, so a publisher cannot inject fields; every value gets one space after the
-# colon because a parser strips exactly one, which keeps values that start with a space.
+# The encoder writes only what that parser reads back as given (line ends inside data
+# come back as LF): data is split on CR, LF and CRLF and nothing else (str.splitlines
+# would also split on U+2028, \x0b, \x1c and friends, which a browser keeps inside one
+# line); `event` and `id` can never carry a line end, so a publisher cannot inject
+# fields; a non-empty value gets one space after the colon because a parser strips
+# exactly one, which keeps values that start with a space.
 from __future__ import annotations
 
 import codecs
@@ -60,10 +61,6 @@ def _split_lines(text: str) -> list[str]:
     return text.split("\n")
 
 
-def _field_line(name: str, value: str) -> str:
-    return f"{name}: {value}\n" if value else f"{name}:\n"
-
-
 def _check_retry(retry_ms: int) -> None:
     if isinstance(retry_ms, bool) or not isinstance(retry_ms, int):
         raise TypeError(f"SSE retry must be an int of milliseconds, not {type(retry_ms).__name__}")
@@ -91,16 +88,17 @@ def encode_event(
     negative `retry_ms`, TypeError for a `retry_ms` that is not an int, and
     UnicodeEncodeError (a ValueError) for lone surrogates.
     """
+    line_end = "must not contain CR or LF: it would end the field and start another"
     head = ""
     if id is not None:
         if "\n" in id or "\r" in id:
-            raise ValueError("SSE id must not contain CR or LF: it would end the field and start another")
+            raise ValueError(f"SSE id {line_end}")
         if "\0" in id:
             raise ValueError("SSE id must not contain NUL: browsers ignore such an id")
         head = f"id: {id}\n" if id else "id:\n"
     if event:
         if "\n" in event or "\r" in event:
-            raise ValueError("SSE event name must not contain CR or LF: it would end the field and start another")
+            raise ValueError(f"SSE event name {line_end}")
         head += f"event: {event}\n"
     if retry_ms is not None:
         _check_retry(retry_ms)
@@ -155,7 +153,8 @@ class EventStreamParser:
     one line end, and a UTF-8 character split across feeds is decoded whole.
     `on_comment` receives each comment line's text (one leading space stripped, as for
     field values). `max_event_chars` bounds the memory a peer can pin with one
-    unterminated line or one event's data; past it feed() raises EventStreamError.
+    unterminated line or one event's data; past it feed() raises EventStreamError and
+    the stream should be dropped (the parser's state is then undefined until close()).
     close() ends the stream (an unterminated event is discarded, as the spec says) and
     readies the parser for the next connection's stream; `last_event_id` and `retry_ms`
     carry over, as an EventSource keeps them across reconnections.
