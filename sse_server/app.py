@@ -158,7 +158,9 @@ class Sink(Protocol):
     ``write`` frames (chunked on HTTP/1.1) and queues without blocking; ``drain``
     waits while the client is slow and raises ``ConnectionError`` once it is gone.
     ``frame`` gives the wire bytes for data, so one encoding can be written to many
-    sinks of the same framing with ``write_framed``.
+    sinks of the same framing with ``write_framed``. ``detach(on_close)`` keeps the
+    stream open after ``stream()`` returns, for producers that push from elsewhere;
+    ``finish()`` ends such a stream cleanly.
     """
 
     chunked: bool
@@ -171,6 +173,8 @@ class Sink(Protocol):
     def is_closing(self) -> bool: ...
     def abort(self) -> None: ...
     async def drain(self) -> None: ...
+    def detach(self, on_close: Callable[[], None]) -> None: ...
+    def finish(self) -> None: ...
 
 
 class Response:

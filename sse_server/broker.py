@@ -50,6 +50,9 @@ class Subscriber(Protocol):
     sink: Sink
     last_write: float
 
+    def end(self) -> None:
+        """The channel was closed: finish the response after what was written."""
+
 
 @dataclass(slots=True, frozen=True)
 class Published:
@@ -64,10 +67,11 @@ class Replay:
     wire: bytes  # framed events (or b"") to write first
     reset: str | None  # None, "evicted" or "unknown" when Last-Event-ID could not be honoured
     count: int
+    closed: bool = False  # the channel is closed: end the response after ``wire``
 
 
 class Channel:
-    __slots__ = ("name", "history", "subscribers", "last_seq")
+    __slots__ = ("name", "history", "subscribers", "last_seq", "closed")
 
     def __init__(self, name: str, history_size: int) -> None:
         self.name = name
@@ -75,6 +79,7 @@ class Channel:
         self.history: deque[tuple[int, bytes, bytes]] = deque(maxlen=history_size)
         self.subscribers: dict[Subscriber, None] = {}  # insertion-ordered set
         self.last_seq = 0
+        self.closed = False  # set by Broker.close_channel: no more live subscribers
 
 
 class Broker:
@@ -115,6 +120,29 @@ class Broker:
             if not ch.subscribers:
                 del self.channels[name]
                 return
+
+    def close_channel(self, name: str) -> int:
+        """End every subscriber's stream after the events already written to it.
+
+        For channels with a last event (a finished generation): from now on a
+        subscriber gets the history after its Last-Event-ID and then its response
+        ends, instead of waiting for events that will never come. The history stays
+        until the channel is removed. Returns how many streams were ended.
+        """
+        ch = self.channels.get(name)
+        if ch is None:
+            return 0
+        ch.closed = True
+        subscribers = list(ch.subscribers)
+        ch.subscribers.clear()
+        for sub in subscribers:
+            sub.end()
+        return len(subscribers)
+
+    def remove_channel(self, name: str) -> None:
+        """Forget a channel and its history; its live subscribers' streams end."""
+        self.close_channel(name)
+        self.channels.pop(name, None)
 
     def subscriber_count(self, name: str) -> int:
         ch = self.channels.get(name)
@@ -182,6 +210,8 @@ class Broker:
         """Join the live set and return what to send first, atomically."""
         ch = self.channel(name)
         replay = self.replay(ch, last_event_id, sub.sink.chunked)
+        if ch.closed:
+            return Replay(replay.wire, replay.reset, replay.count, closed=True)
         ch.subscribers[sub] = None
         return replay
 

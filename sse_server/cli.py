@@ -63,6 +63,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="events kept per channel for Last-Event-ID resume")
     s.add_argument("--max-subscriber-buffer-bytes", type=int, default=_DEFAULTS.max_subscriber_buffer_bytes,
                    help="unsent bytes a slow subscriber may hold before it is disconnected")
+    m = p.add_argument_group("chat model (/v1/chat/completions, /chat)")
+    m.add_argument("--model-tokens-per-s", type=float, default=_DEFAULTS.model_tokens_per_s,
+                   help="mock model pacing after the first token (0: all at once)")
+    m.add_argument("--model-first-token-ms", type=float, default=_DEFAULTS.model_first_token_ms,
+                   help="mock model latency before its first token")
+    m.add_argument("--upstream", default=_DEFAULTS.upstream_url, dest="upstream_url", metavar="URL",
+                   help="relay an OpenAI-compatible API at this base URL (e.g. https://host/v1) "
+                        "instead of the mock model")
+    m.add_argument("--upstream-key-env", default=_DEFAULTS.upstream_key_env, metavar="NAME",
+                   help="environment variable holding the upstream API key (sent as a Bearer token)")
     return p
 
 

@@ -42,5 +42,18 @@ class Config:
     max_subscriber_buffer_bytes: int = 1024 * 1024  # unsent bytes before a slow client is dropped
     shutdown_retry_jitter_ms: int = 5_000  # spread of reconnects after a restart
 
+    # The chat model (llm.py). With no upstream the built-in mock answers, paced
+    # like a model so pages and clients see realistic streaming.
+    model_tokens_per_s: float = 40.0  # mock pacing after the first token; 0 sends all at once
+    model_first_token_ms: float = 300.0  # mock latency before the first token
+    # An OpenAI-compatible base URL ("https://host/v1"; a bare host gets "/v1")
+    # to relay instead of the mock; its key is read from this environment variable.
+    upstream_url: str | None = None
+    upstream_key_env: str = "OPENAI_API_KEY"
+    # Each bounds how long a silent upstream can hold a client's stream open.
+    upstream_connect_timeout_s: float = 10.0  # TCP + TLS handshake
+    upstream_first_byte_timeout_s: float = 60.0  # request sent -> response head
+    upstream_idle_timeout_s: float = 120.0  # between body reads (reasoning models pause long)
+
     server_header: str = "sse_server"
     access_log: bool = True

@@ -125,10 +125,11 @@ class EventStream(StreamingResponse):
             sink.write(encode_retry(retry_ms))
         heartbeats = Heartbeats.for_loop(loop)
         heartbeats.add(self, config.heartbeat_s if self.heartbeat_s is None else self.heartbeat_s)
+        if self.broker is not None and self.channel is not None:
+            self._join_channel(self.broker, self.channel, heartbeats)
+            return
         try:
-            if self.broker is not None and self.channel is not None:
-                await self._follow_channel(self.broker, self.channel, loop)
-            elif self.source is not None:
+            if self.source is not None:
                 async for item in self.source:
                     sink.write(_encode_item(item))
                     self.last_write = loop.time()
@@ -136,17 +137,27 @@ class EventStream(StreamingResponse):
         finally:
             heartbeats.remove(self)
 
-    async def _follow_channel(self, broker: Broker, channel: str, loop: asyncio.AbstractEventLoop) -> None:
+    def _join_channel(self, broker: Broker, channel: str, heartbeats: Heartbeats) -> None:
         replay = broker.subscribe(channel, self, self.last_event_id)
         self.reset = replay.reset
-        try:
-            if replay.wire:
-                self.sink.write_framed(replay.wire)
-            # Live from here: the broker writes into the sink directly. This waits
-            # until the connection cancels us (client gone, server stopping).
-            await loop.create_future()
-        finally:
+        if replay.wire:
+            self.sink.write_framed(replay.wire)
+        if replay.closed:
+            heartbeats.remove(self)
+            return  # a closed channel: the history was all there is, the response ends
+
+        def leave() -> None:
             broker.unsubscribe(channel, self)
+            heartbeats.remove(self)
+
+        # Live from here with no task of its own: the broker writes into the sink,
+        # and the connection calls leave() when the client goes.
+        self.sink.detach(leave)
+
+    def end(self) -> None:
+        """Finish a channel stream after what was written (Broker.close_channel)."""
+        if self.sink is not None:
+            self.sink.finish()
 
     async def on_shutdown(self, sink: Sink) -> None:
         """A last ``retry:`` spread over the jitter window, so clients do not all

@@ -106,7 +106,7 @@ class RequestParser:
     """Incremental HTTP/1.1 request parser for one connection."""
 
     __slots__ = (
-        "_buf", "_state", "_remaining", "_body_seen", "_head",
+        "_buf", "_state", "_remaining", "_body_seen", "_head", "_scanned", "_blank_lines",
         "max_request_line_bytes", "max_header_bytes", "max_header_count", "max_body_bytes",
     )
 
@@ -122,6 +122,11 @@ class RequestParser:
         self._remaining = 0
         self._body_seen = 0
         self._head: RequestHead | None = None
+        # Bytes of an incomplete head or trailer block already checked: each feed scans
+        # only what is new, so a head dripped a byte at a time costs linear, not
+        # quadratic, work.
+        self._scanned = 0
+        self._blank_lines = 0  # counted across feeds so the limit holds however bytes arrive
         self.max_request_line_bytes = max_request_line_bytes
         self.max_header_bytes = max_header_bytes
         self.max_header_count = max_header_count
@@ -191,24 +196,28 @@ class RequestParser:
     def _finish(self) -> _Sentinel:
         self._state = _HEAD
         self._head = None
+        self._scanned = 0
         return END_OF_MESSAGE
 
     # -- head ---------------------------------------------------------------
 
     def _parse_head(self) -> RequestHead | _Sentinel:
         buf = self._buf
-        skipped = 0
         while buf[:2] == b"\r\n":  # RFC 9112 §2.2: empty lines before a request line
             del buf[:2]
-            skipped += 1
-            if skipped > _MAX_LEADING_CRLF:
+            self._scanned = 0
+            self._blank_lines += 1
+            if self._blank_lines > _MAX_LEADING_CRLF:
                 raise ProtocolError("too many empty lines before the request line")
-        end = buf.find(b"\r\n\r\n", 0, self.max_header_bytes + 4)
+        end = buf.find(b"\r\n\r\n", max(0, self._scanned - 3), self.max_header_bytes + 4)
         if end < 0:
             self._check_incomplete_head()
+            self._scanned = len(buf)
             return NEED_DATA
         head_bytes = bytes(buf[:end])
         del buf[: end + 4]
+        self._scanned = 0
+        self._blank_lines = 0
         head = self._parse_head_bytes(head_bytes)
         self._head = head
         if head.chunked:
@@ -223,19 +232,22 @@ class RequestParser:
     def _check_incomplete_head(self) -> None:
         """Fail early on a head that can never be valid rather than wait for the deadline."""
         buf = self._buf
-        line_end = buf.find(b"\r\n")
-        first = len(buf) if line_end < 0 else line_end
-        if first > self.max_request_line_bytes:
-            raise ProtocolError(f"request line over {self.max_request_line_bytes} bytes", status=414)
-        if len(buf) > self.max_header_bytes:
+        limit = self.max_request_line_bytes
+        # limit + 1: a CR at the end may yet turn out to end a line of exactly limit bytes
+        if len(buf) > limit + 1 and buf.find(b"\r\n", 0, limit + 2) < 0:
+            raise ProtocolError(f"request line over {limit} bytes", status=414)
+        if len(buf) > self.max_header_bytes + 3:  # + 3: the blank line may be arriving
             raise ProtocolError(f"header block over {self.max_header_bytes} bytes", status=431)
-        lf = buf.count(b"\n")
-        if lf and lf != buf.count(b"\r\n"):
+        # Only the bytes after _scanned are new; a CR that ended the last feed may
+        # have been waiting for its LF, so CR/LF pairs are counted from one before.
+        new = self._scanned
+        pair_from = max(0, new - 1)
+        crlf = buf.count(b"\r\n", pair_from)
+        if buf.count(b"\n", new) != crlf:
             raise ProtocolError("bare LF in request head")
-        cr = buf.count(b"\r")
-        if cr - (1 if buf.endswith(b"\r") else 0) != buf.count(b"\r\n"):
+        if buf.count(b"\r", pair_from) - (1 if buf.endswith(b"\r") else 0) != crlf:
             raise ProtocolError("bare CR in request head")
-        if 0 in buf:
+        if buf.find(b"\0", new) >= 0:
             raise ProtocolError("NUL in request head")
 
     def _parse_head_bytes(self, raw: bytes) -> RequestHead:
@@ -320,11 +332,15 @@ class RequestParser:
         elif lengths:
             if any(not v.isdigit() or not v.isascii() for v in lengths):
                 raise ProtocolError("malformed Content-Length")
-            if len({int(v) for v in lengths}) != 1:
+            # Compared as text, length first: int() refuses strings over 4300 digits,
+            # and a peer must not be able to turn a long header into a ValueError.
+            values = {v.lstrip("0") or "0" for v in lengths}
+            if len(values) != 1:
                 raise ProtocolError("conflicting Content-Length values")
-            content_length = int(lengths[0])
-            if content_length > self.max_body_bytes:
+            value = values.pop()
+            if len(value) > len(str(self.max_body_bytes)) or int(value) > self.max_body_bytes:
                 raise ProtocolError(f"body over {self.max_body_bytes} bytes", status=413)
+            content_length = int(value)
 
         if version == "1.1":
             keep_alive = "close" not in connection
@@ -384,10 +400,11 @@ class RequestParser:
         if buf[:2] == b"\r\n":
             del buf[:2]
             return self._finish()
-        end = buf.find(b"\r\n\r\n", 0, self.max_header_bytes + 4)
+        end = buf.find(b"\r\n\r\n", max(0, self._scanned - 3), self.max_header_bytes + 4)
         if end < 0:
-            if len(buf) > self.max_header_bytes:
+            if len(buf) > self.max_header_bytes + 3:
                 raise ProtocolError(f"trailer block over {self.max_header_bytes} bytes", status=431)
+            self._scanned = len(buf)
             return NEED_DATA
         raw = bytes(buf[:end]).decode("latin-1")
         del buf[: end + 4]
@@ -427,7 +444,10 @@ def _split_target(method: str, target: str) -> tuple[str, str]:
             raise ProtocolError("asterisk-form target is only for OPTIONS")
         return "*", ""
     if "://" in target:
-        parts = urlsplit(target)
+        try:
+            parts = urlsplit(target)
+        except ValueError:  # e.g. an unclosed "[" in the authority
+            raise ProtocolError("malformed absolute-form target") from None
         if parts.scheme not in ("http", "https") or not parts.netloc or parts.fragment:
             raise ProtocolError("malformed absolute-form target")
         return parts.path or "/", parts.query

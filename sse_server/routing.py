@@ -80,24 +80,36 @@ class Router:
             route.handlers[method] = handler
 
     def match(self, method: str, path: str) -> Match:
-        """Return the handler and decoded path parameters, or raise NotFound/MethodNotAllowed."""
+        """Return the handler and decoded path parameters, or raise NotFound/MethodNotAllowed.
+
+        Routes are tried literal first, then in the order added; the first one with a
+        handler for the method wins, so a path that several patterns share is only a
+        405 when none of them takes the method.
+        """
+        allow: set[str] = set()
         route = self._literal.get(path)
-        params: dict[str, str] = {}
-        if route is None:
-            for candidate in self._dynamic:
-                m = candidate.regex.match(path)  # type: ignore[union-attr]
-                if m is not None:
-                    route = candidate
-                    params = {k: unquote(v) for k, v in m.groupdict().items()}
-                    break
-            else:
-                raise NotFound(path)
-        handler = route.handlers.get(method)
-        if handler is None and method == "HEAD":
-            handler = route.handlers.get("GET")
-        if handler is None:
-            allow = set(route.handlers)
-            if "GET" in allow:
-                allow.add("HEAD")
-            raise MethodNotAllowed(sorted(allow))
-        return Match(handler, params)
+        if route is not None:
+            handler = _handler_for(route, method)
+            if handler is not None:
+                return Match(handler, {})
+            allow.update(route.handlers)
+        for route in self._dynamic:
+            m = route.regex.match(path)  # type: ignore[union-attr]
+            if m is None:
+                continue
+            handler = _handler_for(route, method)
+            if handler is not None:
+                return Match(handler, {k: unquote(v) for k, v in m.groupdict().items()})
+            allow.update(route.handlers)
+        if not allow:
+            raise NotFound(path)
+        if "GET" in allow:
+            allow.add("HEAD")
+        raise MethodNotAllowed(sorted(allow))
+
+
+def _handler_for(route: _Route, method: str) -> Callable[..., Any] | None:
+    handler = route.handlers.get(method)
+    if handler is None and method == "HEAD":
+        handler = route.handlers.get("GET")
+    return handler

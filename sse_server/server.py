@@ -16,7 +16,7 @@ import logging
 
 from .app import App
 from .config import Config
-from .connection import Connection, _plain_error, configure_socket
+from .connection import Connection
 
 __all__ = ["Server"]
 
@@ -53,8 +53,8 @@ class Server:
         for hook in self.app.on_startup:
             await hook()
         self._idle.set()
-        self._listener = await asyncio.start_server(
-            self._on_connect, self.config.host, self.config.port,
+        self._listener = await self.loop.create_server(
+            lambda: Connection(self), self.config.host, self.config.port,
             backlog=self.config.backlog, reuse_address=True,
         )
         sockname = self._listener.sockets[0].getsockname()
@@ -69,24 +69,16 @@ class Server:
     async def serve_forever(self) -> None:
         await self._stopped.wait()
 
-    async def _on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if self.shutting_down or len(self.connections) >= self.config.max_connections:
-            retry_after = "5" if not self.shutting_down else "1"
-            writer.write(_plain_error(503, "server is at its connection limit", [("Retry-After", retry_after)]))
-            writer.close()
-            return
-        configure_socket(writer.get_extra_info("socket"))
-        conn = Connection(self, reader, writer)
-        self.connections.add(conn)
-        self._idle.clear()
-        await conn.run()
-
     # -- the registry, called by Connection ---------------------------------------
 
-    def await_request(self, conn: Connection) -> None:
+    def track(self, conn: Connection) -> None:
+        self.connections.add(conn)
+        self._idle.clear()
+
+    def await_deadline(self, conn: Connection) -> None:
         self._awaiting.add(conn)
 
-    def request_received(self, conn: Connection) -> None:
+    def clear_deadline(self, conn: Connection) -> None:
         self._awaiting.discard(conn)
 
     def stream_started(self, conn: Connection) -> None:
@@ -127,7 +119,7 @@ class Server:
         if self._listener is not None:
             self._listener.close()
         for conn in list(self.connections):
-            conn.close_idle()
+            conn.close_if_idle()
         for conn in list(self.streams):
             response = conn.response
             if response is not None:
@@ -142,7 +134,7 @@ class Server:
             log.warning("%d connections still open after %.1fs; closing them",
                         len(self.connections), self.config.shutdown_timeout_s)
             for conn in list(self.connections):
-                conn.transport.abort()
+                conn.abort()
                 if conn.task is not None:
                     conn.task.cancel()
             try:
