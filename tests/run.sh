@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Install what the tests need on a fresh Debian machine, then run them.
+# Usage: bash tests/run.sh [pytest args]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+# The browser tests drive Debian's Chromium (a test tool's own browser download
+# is not used). Without it they skip, unless REQUIRE_BROWSER=1.
+if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null; then
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+fi
+
+python3 -m pip install -q --disable-pip-version-check -e '.[test]'
+exec python3 -m pytest "$@"
