@@ -1,0 +1,118 @@
+"""A raw-socket SSE client for the tests: de-chunks the body and parses events
+with the project's WHATWG parser, so what it sees is what a browser would see."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+from sse_server.sse import Event, EventStreamParser
+
+from .http_client import Reply, read_head
+
+
+class SSEClient:
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, reply: Reply) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.reply = reply
+        self.chunked = reply.header("transfer-encoding") == "chunked"
+        self.parser = EventStreamParser(on_comment=self._on_comment)
+        self.events: list[Event] = []
+        self.comments = 0
+        self.ended = False  # the response body ended (last chunk or EOF)
+        self._pending: list[Event] = []
+
+    @classmethod
+    async def connect(
+        cls,
+        port: int,
+        path: str,
+        *,
+        headers: dict[str, str] | None = None,
+        method: str = "GET",
+        body: bytes = b"",
+        version: str = "1.1",
+        rcvbuf: int | None = None,
+    ) -> SSEClient:
+        sock = None
+        if rcvbuf is not None:
+            # A tiny receive buffer set before connecting makes a frozen reader's
+            # backlog land in the server's buffer quickly.
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+            sock.setblocking(False)
+            await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+            reader, writer = await asyncio.open_connection(sock=sock)
+        else:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        lines = [f"{method} {path} HTTP/{version}", "Host: test", "Accept: text/event-stream"]
+        for k, v in (headers or {}).items():
+            lines.append(f"{k}: {v}")
+        if body or method == "POST":
+            lines.append(f"Content-Length: {len(body)}")
+        writer.write(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
+        reply = await read_head(reader)
+        return cls(reader, writer, reply)
+
+    def _on_comment(self, text: str) -> None:
+        self.comments += 1
+
+    async def _read_body_bytes(self) -> bytes:
+        if not self.chunked:
+            data = await self.reader.read(65536)
+            if not data:
+                self.ended = True
+            return data
+        size_line = await self.reader.readuntil(b"\r\n")
+        size = int(size_line[:-2], 16)
+        if size == 0:
+            await self.reader.readuntil(b"\r\n")
+            self.ended = True
+            return b""
+        data = await self.reader.readexactly(size + 2)
+        assert data[-2:] == b"\r\n"
+        return data[:-2]
+
+    async def next_event(self) -> Event:
+        """The next dispatched event; comments are counted, not returned."""
+        while not self._pending:
+            if self.ended:
+                raise EOFError("stream ended")
+            try:
+                data = await self._read_body_bytes()
+            except (asyncio.IncompleteReadError, ConnectionError):
+                self.ended = True
+                raise EOFError("connection closed") from None
+            self._pending.extend(self.parser.feed(data))
+        event = self._pending.pop(0)
+        self.events.append(event)
+        return event
+
+    async def take(self, n: int, timeout: float = 10.0) -> list[Event]:
+        async with asyncio.timeout(timeout):
+            return [await self.next_event() for _ in range(n)]
+
+    async def read_until_end(self, timeout: float = 10.0) -> list[Event]:
+        """Every event until the response ends."""
+        got = []
+        async with asyncio.timeout(timeout):
+            while True:
+                try:
+                    got.append(await self.next_event())
+                except EOFError:
+                    return got
+
+    async def wait_comment(self, timeout: float) -> None:
+        """Read until a comment line (a heartbeat) arrives."""
+        async with asyncio.timeout(timeout):
+            start = self.comments
+            while self.comments == start:
+                self._pending.extend(self.parser.feed(await self._read_body_bytes()))
+
+    async def close(self) -> None:
+        self.writer.close()
+        try:
+            await self.writer.wait_closed()
+        except ConnectionError:
+            pass
