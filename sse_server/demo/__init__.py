@@ -6,7 +6,17 @@ on their shape. Pages live in ``pages.py``; the AI chat in ``sse_server.llm``.
 
 from __future__ import annotations
 
-from ..app import App, HTMLResponse, HTTPError, JSONResponse, PlainTextResponse, Request, Sink, StreamingResponse
+from ..app import (
+    App,
+    HTMLResponse,
+    HTTPError,
+    JSONResponse,
+    PlainTextResponse,
+    Request,
+    Response,
+    Sink,
+    StreamingResponse,
+)
 from ..broker import Broker
 from ..eventstream import SSE_HEADERS, EventStream
 from ..sse import encode_event
@@ -79,6 +89,10 @@ def create_app() -> App:
     @app.route("/")
     async def index(request: Request) -> HTMLResponse:
         return HTMLResponse(pages.INDEX)
+
+    @app.route("/favicon.ico")
+    async def favicon(request: Request) -> Response:
+        return Response(b"", 204, [("Cache-Control", "max-age=86400")])
 
     @app.route("/healthz")
     async def healthz(request: Request) -> PlainTextResponse:
