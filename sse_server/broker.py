@@ -19,6 +19,7 @@ duplicate. Code in other threads publishes with ``publish_threadsafe``.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
 import os
 import time
@@ -168,10 +169,8 @@ class Broker:
 
     def publish_threadsafe(
         self, loop: asyncio.AbstractEventLoop, name: str, data: str, event: str | None = None
-    ) -> asyncio.Future[Published]:
-        """Publish from another thread; the returned future resolves to the Published result."""
-        import concurrent.futures
-
+    ) -> concurrent.futures.Future[Published]:
+        """Publish from another thread; ``.result()`` on the returned future waits for it."""
         fut: concurrent.futures.Future[Published] = concurrent.futures.Future()
 
         def run() -> None:
@@ -181,7 +180,7 @@ class Broker:
                 fut.set_exception(e)
 
         loop.call_soon_threadsafe(run)
-        return fut  # type: ignore[return-value]
+        return fut
 
     def _fan_out(self, ch: Channel, raw: bytes, framed: bytes) -> None:
         now = self._loop.time()  # type: ignore[union-attr]
