@@ -391,3 +391,47 @@ async def test_publish_rejects_event_name_with_newline(start_server: StartServer
     reply = await exchange("127.0.0.1", server.port, raw)
     assert reply.status == 400
     assert broker_of(server).channel("x").last_seq == 0
+
+
+async def test_churning_subscribers_get_every_event_once_in_order(start_server: StartServer) -> None:
+    """Subscribers that drop (FIN or reset) and resume with Last-Event-ID see each event exactly once, in order."""
+    server = await start_server(create_app())
+    broker = broker_of(server)
+    total = 600
+
+    async def publisher() -> None:
+        # Every subscriber is in before the first publish, so "every event" is well defined.
+        await wait_for(lambda: broker.subscriber_count("churn") == 20)
+        for i in range(total):
+            broker.publish("churn", str(i))
+            if i % 10 == 0:
+                await asyncio.sleep(0.002)
+
+    async def subscriber(seed: int) -> list[int]:
+        rng = random.Random(seed)
+        seen: list[int] = []
+        last_id: str | None = None
+        async with asyncio.timeout(30):
+            while not seen or seen[-1] != total - 1:
+                headers = {"Last-Event-ID": last_id} if last_id else {}
+                client = await SSEClient.connect(server.port, "/channels/churn/events", headers=headers)
+                for _ in range(rng.randint(1, 40)):
+                    try:
+                        event = await asyncio.wait_for(client.next_event(), 2)
+                    except TimeoutError:
+                        break  # nothing more was published
+                    seen.append(int(event.data))
+                    last_id = event.id
+                    if seen[-1] == total - 1:
+                        break
+                if rng.random() < 0.3:
+                    client.writer.transport.abort()  # vanish with a reset, not a goodbye
+                else:
+                    await client.close()
+        return seen
+
+    publishing = asyncio.create_task(publisher())
+    results = await asyncio.gather(*(subscriber(s) for s in range(20)))
+    await publishing
+    for seen in results:
+        assert seen == list(range(total))
