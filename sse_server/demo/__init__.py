@@ -17,15 +17,20 @@ from ..app import (
     Sink,
     StreamingResponse,
 )
+from html_stream.demo import dashboard_page, suspense_page
+
 from ..broker import Broker
 from ..eventstream import SSE_HEADERS, EventStream
+from ..html import stream_page
 from ..sse import encode_event
 from . import pages
+from .chat import install_chat
 
 __all__ = ["create_app", "Firehose"]
 
 _MAX_FIREHOSE_EVENTS = 10_000_000
 _MAX_FIREHOSE_EVENT_BYTES = 1024 * 1024
+_MAX_SUSPENSE_BOUNDARIES = 100
 _FIREHOSE_BATCH_BYTES = 32 * 1024  # events ready at once share one write; the client's pace sets the rest
 
 
@@ -117,8 +122,24 @@ def create_app() -> App:
         size = _int_param(request, "size", 64, 0, _MAX_FIREHOSE_EVENT_BYTES)
         return Firehose(n, size)
 
+    @app.route("/suspense")
+    async def suspense(request: Request) -> Response | StreamingResponse:
+        raw = request.query_param("delays", "300,100,200") or ""
+        try:
+            delays = [int(d) for d in raw.split(",") if d.strip()]
+        except ValueError:
+            raise HTTPError(400, "delays must be comma-separated integers (ms)") from None
+        if not 1 <= len(delays) <= _MAX_SUSPENSE_BOUNDARIES or not all(0 <= d <= 60_000 for d in delays):
+            raise HTTPError(400, f"delays: 1 to {_MAX_SUSPENSE_BOUNDARIES} values, each 0..60000 ms")
+        return await stream_page(request, suspense_page(delays), csp=True)
+
+    @app.route("/dashboard")
+    async def dashboard(request: Request) -> Response | StreamingResponse:
+        return await stream_page(request, dashboard_page(), csp=True, deadline_s=10)
+
     @app.route("/live")
     async def live(request: Request) -> HTMLResponse:
         return HTMLResponse(pages.LIVE)
 
+    install_chat(app)  # /v1/chat/completions, /v1/models, /chat, /chat/stream(s)
     return app
