@@ -95,6 +95,7 @@ class Connection(asyncio.Protocol):
         "server", "transport", "parser", "client", "deadline", "task", "chunked",
         "response", "on_close", "_head", "_keep_alive", "_body_unread", "_waiter",
         "_drain_waiter", "_paused_writing", "_eof", "_lost", "_closing", "_head_started",
+        "_answered",
     )
 
     def __init__(self, server: Server) -> None:
@@ -120,6 +121,7 @@ class Connection(asyncio.Protocol):
         self._lost = False
         self._closing = False
         self._head_started = False
+        self._answered = False  # the current request's response head has been written
 
     # -- asyncio.Protocol --------------------------------------------------------
 
@@ -229,8 +231,12 @@ class Connection(asyncio.Protocol):
             log.debug("request head from %s not complete in time", self.client)
             self._write_and_close(error_response_bytes(408, "request head not received in time"))
         elif self.task is not None:
-            # A request body that stopped arriving.
-            self._write_and_close(error_response_bytes(408, "request body not received in time"))
+            # A request body that stopped arriving. If it was only being skipped after
+            # the response went out, a 408 would read as the answer to the next request.
+            if self._answered:
+                self._close()
+            else:
+                self._write_and_close(error_response_bytes(408, "request body not received in time"))
             self.task.cancel()
         else:
             self._closing = True
@@ -298,6 +304,7 @@ class Connection(asyncio.Protocol):
         self._head = head
         self._keep_alive = head.keep_alive
         self._body_unread = head.has_body
+        self._answered = False
         request = Request(
             head.method, head.target, head.path, head.query, head.version,
             Headers(head.headers), self.client, self._read_body, self.server.app,
@@ -353,8 +360,12 @@ class Connection(asyncio.Protocol):
     def _response_headers(self, response: Response | StreamingResponse) -> list[tuple[str, str]]:
         head = self._head
         assert head is not None
-        if self._body_unread and (head.chunked or (head.content_length or 0) > _MAX_DISCARD_BYTES):
-            self._keep_alive = False  # we will not read a large body nobody asked for
+        if self._body_unread and (
+            head.chunked or head.expect_continue or (head.content_length or 0) > _MAX_DISCARD_BYTES
+        ):
+            # We will not read a large body nobody asked for, nor invite an unread one
+            # with a 100 Continue that would follow the final response (RFC 9110 §10.1.1).
+            self._keep_alive = False
         if self.server.shutting_down:
             self._keep_alive = False
         headers = response.headers.copy()
@@ -375,6 +386,7 @@ class Connection(asyncio.Protocol):
         if request.method != "HEAD" and status not in (204, 304):
             data += response.body
         self.transport.write(data)
+        self._answered = True
 
     # -- request bodies -----------------------------------------------------------------
 
@@ -432,6 +444,7 @@ class Connection(asyncio.Protocol):
         if self._body_unread:
             await self._read_body()  # a POST stream's JSON body is read before it starts
         self.transport.write(encode_response_head(response.status, headers))
+        self._answered = True
         if request.method == "HEAD":
             return
         self.response = response

@@ -38,7 +38,9 @@ def _unavailable(reason: str) -> None:
     pytest.skip(reason)
 
 
-@pytest.fixture(scope="session")
+# Module scope: the synchronous Playwright API keeps its own event loop running in
+# this thread while it is open, which would break the asyncio tests collected after.
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     if not (os.path.exists(CHROMIUM) or shutil.which(CHROMIUM)):
         _unavailable(f"no Chromium at {CHROMIUM} (apt-get install chromium)")

@@ -1,0 +1,236 @@
+# Markup, escaping, and the element tree pages are written in. Pure: no asyncio.
+#
+# A str is data and is escaped for where it lands; Markup is the one way to say
+# "this is already HTML". There are three contexts (WHATWG HTML §13.1.2-13.1.4):
+# - text: `&` and `<` would start a reference or a tag (`>` and CR escaped too, so
+#   text survives any later re-quoting and CRLF normalisation);
+# - a double-quoted attribute value: `&` and `"` (plus `'`, `<`, `>` for defence);
+# - data inside <script>: JSON with `<`, `>`, `&`, U+2028 and U+2029 written as
+#   \uXXXX, so neither `</script` nor `<!--` (which would enter the "script data
+#   escaped" state) can appear, and the text is a valid JS expression in any engine.
+# Elements are frozen, so a tree can be built once and rendered any number of times;
+# render.py serialises them and owns the context rules for raw-text elements.
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from functools import lru_cache, partial
+from json import dumps
+from typing import Any, TypeAlias
+
+__all__ = [
+    "Element",
+    "Markup",
+    "MarkupError",
+    "Node",
+    "RAW_TEXT_ELEMENTS",
+    "VOID_ELEMENTS",
+    "escape_attr",
+    "escape_text",
+    "flatten",
+    "h",
+    "script_json",
+    "tags",
+    "validate_attr_name",
+    "validate_tag_name",
+]
+
+# WHATWG HTML §13.1.2: elements with no end tag and no contents.
+VOID_ELEMENTS = frozenset(
+    "area base br col embed hr img input link meta source track wbr".split()
+)
+# Raw text and escapable raw text (§13.1.2): the tokenizer reads their contents
+# as text up to the matching end tag, so child elements cannot exist there.
+RAW_TEXT_ELEMENTS = frozenset(
+    "script style xmp iframe noembed noframes textarea title".split()
+)
+
+Node: TypeAlias = Any
+"""What a page is made of: str (escaped), Markup, Element, a boundary, numbers,
+None/bool (skipped), or any iterable of nodes (flattened)."""
+
+
+class MarkupError(ValueError):
+    """The page's author built markup this package refuses to write (the page's fault)."""
+
+
+class Markup(str):
+    """A str that is already HTML: written as is, never escaped.
+
+    >>> Markup("<b>hi</b>") + Markup("!")
+    Markup('<b>hi</b>!')
+
+    Adding a plain str gives a plain str, which is then escaped like any data.
+    Objects with an ``__html__()`` method are treated as Markup too.
+    """
+
+    __slots__ = ()
+
+    def __html__(self) -> Markup:
+        return self
+
+    def __add__(self, other: str) -> str:
+        if isinstance(other, Markup):
+            return Markup(str.__add__(self, other))
+        return str.__add__(self, other)
+
+    def __repr__(self) -> str:
+        return f"Markup({str.__repr__(self)})"
+
+
+def escape_text(value: str) -> Markup:
+    """Escape a str for HTML text: ``escape_text("a<b & c") == "a&lt;b &amp; c"``."""
+    if hasattr(value, "__html__"):
+        return Markup(value.__html__())
+    return Markup(
+        value.replace("&", "&amp;")
+        .replace("<", "&lt;")
+        .replace(">", "&gt;")
+        .replace("\r", "&#13;")  # a raw CR would be normalised to LF by the parser
+    )
+
+
+def escape_attr(value: str) -> str:
+    """Escape a str for a double-quoted attribute value."""
+    return (
+        value.replace("&", "&amp;")
+        .replace('"', "&quot;")
+        .replace("'", "&#39;")
+        .replace("<", "&lt;")
+        .replace(">", "&gt;")
+        .replace("\r", "&#13;")
+    )
+
+
+_SCRIPT_ESCAPES = str.maketrans(
+    {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028", "\u2029": "\\u2029"}
+)
+
+
+def script_json(value: Any) -> Markup:
+    """JSON for use inside <script>, as data or as a JS expression.
+
+    >>> script_json({"q": "</script>"})
+    Markup('{"q":"\\\\u003c/script\\\\u003e"}')
+
+    Raises ValueError for NaN and infinities (not JSON) and TypeError for what
+    json cannot encode.
+    """
+    text = dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    return Markup(text.translate(_SCRIPT_ESCAPES))
+
+
+# Stricter than the HTML tokenizer (which allows almost anything but whitespace,
+# `/`, `>`, `=` and quotes) so a name can never end the tag or start a value.
+_TAG_NAME = re.compile(r"[A-Za-z][A-Za-z0-9\-]*\Z")
+_ATTR_NAME = re.compile(r"[A-Za-z_:@][A-Za-z0-9_:.\-@]*\Z")
+
+
+@lru_cache(maxsize=1024)
+def validate_attr_name(name: str) -> str:
+    """Return `name` if it is a safe attribute name, else raise MarkupError."""
+    if not isinstance(name, str) or not _ATTR_NAME.match(name):
+        raise MarkupError(f"invalid attribute name {name!r}")
+    return name
+
+
+@lru_cache(maxsize=512)
+def validate_tag_name(tag: str) -> str:
+    """Return `tag` if it is a safe tag name, else raise MarkupError."""
+    if not isinstance(tag, str) or not _TAG_NAME.match(tag):
+        raise MarkupError(f"invalid tag name {tag!r}")
+    return tag
+
+
+@dataclass(frozen=True, slots=True)
+class Element:
+    """One HTML element. Build it with `h()` or `tags`, which validate and flatten."""
+
+    tag: str
+    attrs: tuple[tuple[str, Any], ...] = ()
+    children: tuple[Node, ...] = ()
+
+
+def flatten(node: Node) -> list[Node]:
+    """The node as a flat list: iterables expanded, None and bools dropped."""
+    out: list[Node] = []
+    _flatten_into(node, out)
+    return out
+
+
+def _flatten_into(node: Node, out: list[Node]) -> None:
+    if node is None or isinstance(node, bool):
+        return
+    if isinstance(node, (str, Element)):
+        out.append(node)
+    elif isinstance(node, (int, float)):
+        out.append(str(node))
+    elif hasattr(node, "__html__"):
+        out.append(Markup(node.__html__()))
+    elif isinstance(node, (bytes, bytearray)):
+        raise TypeError("cannot render bytes; decode them to str first")
+    elif isinstance(node, Iterable):
+        for child in node:
+            _flatten_into(child, out)
+    else:
+        out.append(node)  # a boundary, or something render() will refuse
+
+
+def _attr_key(key: str) -> str:
+    # Python keywords: class_="x" -> class, aria_busy="true" -> aria-busy.
+    return key.rstrip("_").replace("_", "-")
+
+
+def _attr_value(value: Any) -> Any:
+    if isinstance(value, (list, tuple)):
+        return " ".join(str(v) for v in value if v)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    return value
+
+
+def h(tag: str, attrs: Mapping[str, Any] | Node = None, /, *children: Node, **kw: Any) -> Element:
+    """Build an element; strings among the children are escaped unless Markup.
+
+        h("a", {"href": "/x?a=1&b=2"}, "Tom & Jerry")     # <a href="/x?a=1&amp;b=2">Tom &amp; Jerry</a>
+        h("li", "text", class_="done", data_id=7)         # <li class="done" data-id="7">text</li>
+        h("input", {"checked": True, "disabled": False})  # <input checked>
+
+    Attribute values: True -> bare attribute, False/None -> omitted, a list ->
+    space-joined (falsy items dropped), numbers -> str. Void elements take no
+    children. Raises MarkupError for invalid tag or attribute names.
+    """
+    validate_tag_name(tag)
+    if attrs is not None and not isinstance(attrs, Mapping):
+        children = (attrs, *children)
+        attrs = None
+    merged: dict[str, Any] = {}
+    if attrs:
+        for key, value in attrs.items():
+            merged[validate_attr_name(key)] = _attr_value(value)
+    for key, value in kw.items():
+        merged[validate_attr_name(_attr_key(key))] = _attr_value(value)
+    pairs = tuple((k, v) for k, v in merged.items() if v is not None and v is not False)
+    flat = tuple(flatten(children)) if children else ()
+    if flat and tag.lower() in VOID_ELEMENTS:
+        raise MarkupError(f"<{tag}> is a void element and takes no children")
+    return Element(tag, pairs, flat)
+
+
+class _Tags:
+    """`tags.div(...)` is `h("div", ...)`; a trailing `_` is dropped and `_` becomes `-`.
+
+        from html_stream import tags as t
+        t.ul(t.li("one"), t.li("two"), class_="plain")
+    """
+
+    __slots__ = ()
+
+    def __getattr__(self, name: str) -> Callable[..., Element]:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return partial(h, _attr_key(name))
+
+
+tags = _Tags()

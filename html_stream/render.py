@@ -1,0 +1,591 @@
+# Renders a page to bytes, with boundaries whose content arrives later.
+#
+# One writer turns a tree into "parts": runs of str and _Boundary slots. Writing a
+# Suspense into a slot starts its task, so the shell's boundaries all start when the
+# render starts and nested ones when their parent's content is written. A task
+# always settles to final parts: its content, or an error fallback after an
+# exception, a per-boundary timeout or the page deadline (one absolute loop time
+# that every task's timeout is capped at). Strategies differ only in how slots are
+# emitted:
+# - stream: a slot still pending becomes a placeholder (runtime.py). Settled
+#   boundaries whose placeholder is out are flushed in settle order, one chunk each:
+#   <template>parts</template><script>$HS(id)</script>. A boundary that settles
+#   before its parent is flushed is inlined into the parent's chunk.
+# - in_order: each pending slot is awaited where it stands; each wait is a flush.
+# - buffer: as in_order, one chunk at the end (send it with Content-Length).
+# The shell is built inside the first __anext__, so its errors raise before any byte.
+# Closing the iterator, or cancelling the task that iterates it, cancels and awaits
+# every boundary task still running (WHATWG HTML §13.2.6 is why placement.py exists).
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import inspect
+import logging
+import time
+import traceback
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Mapping
+from contextlib import aclosing
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeAlias
+
+from .markup import (
+    RAW_TEXT_ELEMENTS,
+    VOID_ELEMENTS,
+    Element,
+    Markup,
+    MarkupError,
+    Node,
+    escape_attr,
+    escape_text,
+    flatten,
+    validate_attr_name,
+    validate_tag_name,
+)
+from .placement import (
+    NO_WRAPPER_PARENTS,
+    BoundaryPlacementError,
+    banned_inside,
+    check_roots,
+    default_error_node,
+)
+from .runtime import PLACEHOLDER_END, RUNTIME_JS, placeholder_start, swap_call
+
+__all__ = [
+    "STRATEGIES",
+    "BoundaryFailure",
+    "BoundaryPlacementError",
+    "Document",
+    "Strategy",
+    "Suspense",
+    "render",
+    "render_to_string",
+]
+
+logger = logging.getLogger("html_stream")
+
+Strategy: TypeAlias = Literal["stream", "in_order", "buffer"]
+STRATEGIES: tuple[str, ...] = ("stream", "in_order", "buffer")
+
+ERROR_MESSAGE = "This part of the page could not be loaded."
+TIMEOUT_MESSAGE = "This part of the page took too long to load."
+
+
+@dataclass(frozen=True, slots=True)
+class BoundaryFailure:
+    """What an error fallback is told about the failure it replaces.
+
+    `digest` is also in the server log next to the traceback. `exception` is there
+    to choose a message by type; never show its text to untrusted clients.
+    """
+
+    digest: str
+    timed_out: bool
+    exception: BaseException | None = None
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Suspense:
+    """A part of the page that arrives when `content` completes.
+
+        Suspense(load_orders, h("p", "Loading orders…"),
+                 error=lambda f: h("p", f"Orders are unavailable (ref {f.digest})"),
+                 timeout_s=2.0)
+
+    `content` is a coroutine function (preferred: the page can be rendered again),
+    any function returning nodes or an awaitable, or an awaitable. Its nodes may
+    hold further Suspense. `fallback` shows until then (stream strategy only) and
+    may not hold a boundary. `error` is nodes or a function of BoundaryFailure; it
+    replaces the content after an exception or a timeout (default: a short message
+    with the digest). `timeout_s` counts from when this boundary's work starts.
+    """
+
+    content: Callable[[], Awaitable[Node] | Node] | Awaitable[Node]
+    fallback: Node = None
+    error: Node | Callable[[BoundaryFailure], Node] = None
+    timeout_s: float | None = None
+
+    def __post_init__(self) -> None:
+        if not callable(self.content) and not inspect.isawaitable(self.content):
+            raise TypeError("Suspense content must be a coroutine function, a function or an awaitable")
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Document:
+    """A whole HTML document; its shell opens with charset and title.
+
+        Document(title="Orders", head=[h("link", rel="stylesheet", href="/app.css")],
+                 body=[h("h1", "Orders"), Suspense(load_orders, spinner)])
+
+    Renders as ``<!doctype html><html lang><head><meta charset="utf-8"><meta
+    name="viewport"><title>…</title>{head}{runtime}</head><body>{body}…</body></html>``;
+    the runtime script is there only for the stream strategy when a boundary is.
+    """
+
+    title: str
+    body: Node = None
+    head: Node = None
+    lang: str = "en"
+    body_attrs: Mapping[str, Any] | None = None
+
+
+Page: TypeAlias = Any
+"""A Document or any nodes, or a (coroutine) function returning one."""
+
+
+@dataclass(slots=True, eq=False)
+class _Boundary:
+    id: int
+    spec: Suspense
+    parent_tag: str  # the element the boundary's nodes will be children of
+    fallback: str
+    task: asyncio.Task[None] | None = None
+    parts: list[str | _Boundary] | None = None  # set once settled
+    children: list[_Boundary] = field(default_factory=list)
+    placed: bool = False  # stream: its placeholder has been emitted
+    flushed: bool = False  # stream: its parts have been emitted
+
+
+Spawn: TypeAlias = Callable[[Suspense, str], _Boundary]
+
+# Attributes whose value is navigated to or fetched; a `javascript:` URL there runs.
+_URL_ATTRS = frozenset({"href", "src", "action", "formaction", "poster", "cite", "xlink:href"})
+_URL_IGNORED = str.maketrans("", "", "\t\n\r")  # the URL parser drops these anywhere
+_C0_AND_SPACE = "".join(map(chr, range(0x21)))  # ...and strips these at the start
+_UNSAFE_URL = "about:invalid#unsafe-url"
+_LEADING_NEWLINE = frozenset({"pre", "listing", "textarea"})  # the parser drops one LF
+
+
+def _unsafe_url(value: str) -> bool:
+    scheme = value.translate(_URL_IGNORED).lstrip(_C0_AND_SPACE)[:11].lower()
+    return scheme.startswith(("javascript:", "vbscript:"))
+
+
+def _busy(el: Element) -> Element:
+    if any(name.lower() == "aria-busy" for name, _ in el.attrs):
+        return el
+    return Element(el.tag, (*el.attrs, ("aria-busy", "true")), el.children)
+
+
+class _Writer:
+    """Writes nodes into `out` as str runs and boundary slots."""
+
+    __slots__ = ("nonce_attr", "out", "refusal", "spawn")
+
+    def __init__(self, nonce_attr: str, spawn: Spawn | None, refusal: str = "") -> None:
+        self.out: list[Any] = []
+        self.nonce_attr = nonce_attr
+        self.spawn = spawn
+        self.refusal = refusal  # the message when spawn is None
+
+    def root(self, node: Node, parent: str, what: str) -> None:
+        roots = flatten(node)
+        check_roots(roots, parent, what)
+        for child in roots:
+            self.node(child, parent, None)
+
+    def fallback(self, node: Node, parent: str) -> None:
+        roots = flatten(node)
+        check_roots(roots, parent, "a boundary's fallback", fallback=True)
+        if parent in NO_WRAPPER_PARENTS:
+            roots = [_busy(r) if isinstance(r, Element) else r for r in roots]
+        elif len(roots) == 1 and isinstance(roots[0], Element):
+            roots = [_busy(roots[0])]
+        elif roots:
+            roots = [Element("span", (("aria-busy", "true"),), tuple(roots))]
+        for child in roots:
+            self.node(child, parent, None)
+
+    def node(self, node: Node, parent: str, banned: str | None) -> None:
+        if isinstance(node, str):
+            self.out.append(node if isinstance(node, Markup) else escape_text(node))
+        elif isinstance(node, Element):
+            self.element(node, banned)
+        elif isinstance(node, Suspense):
+            if banned is not None:
+                raise BoundaryPlacementError(f"a boundary cannot stand {banned}")
+            if self.spawn is None:
+                raise MarkupError(self.refusal)
+            self.out.append(self.spawn(node, parent))
+        elif node is None or isinstance(node, bool):
+            pass
+        elif isinstance(node, (int, float)):
+            self.out.append(str(node))
+        elif hasattr(node, "__html__"):
+            self.out.append(node.__html__())
+        elif isinstance(node, Iterable) and not isinstance(node, (bytes, bytearray)):
+            for child in node:
+                self.node(child, parent, banned)
+        else:
+            raise TypeError(f"cannot render a {type(node).__name__} as HTML")
+
+    def start_tag(self, el: Element, key: str) -> None:
+        out = self.out
+        tag = el.tag
+        out.append("<" + tag)
+        has_nonce = False
+        for name, value in el.attrs:
+            out.append(_attribute(name, value, tag))
+            has_nonce = has_nonce or name.lower() == "nonce"
+        if self.nonce_attr and not has_nonce and _wants_nonce(el, key):
+            out.append(self.nonce_attr)
+        out.append(">")
+
+    def element(self, el: Element, banned: str | None) -> None:
+        tag = validate_tag_name(el.tag)
+        key = tag.lower()
+        self.start_tag(el, key)
+        if key in VOID_ELEMENTS:
+            if el.children:
+                raise MarkupError(f"<{tag}> is a void element and takes no children")
+            return
+        if key in RAW_TEXT_ELEMENTS:
+            self.raw_text(el, key)
+        else:
+            if key == "plaintext":
+                raise MarkupError("<plaintext> never ends; it cannot be written")
+            children = el.children
+            if key in _LEADING_NEWLINE and children and isinstance(children[0], str) and children[0][:1] == "\n":
+                self.out.append("\n")
+            inner = banned if banned is not None else banned_inside(key)
+            for child in children:
+                self.node(child, key, inner)
+        self.out.append(f"</{tag}>")
+
+    def raw_text(self, el: Element, key: str) -> None:
+        # §13.1.2.6: raw text may not contain "</tag"; a script may not contain "<!--"
+        # either, which would open the "script data escaped" state and let a later
+        # "<script" swallow the real end tag.
+        escapable = key in ("textarea", "title")
+        first = True
+        for child in flatten(el.children):
+            if isinstance(child, Suspense):
+                raise BoundaryPlacementError(f"a boundary cannot stand inside <{key}> (raw text)")
+            if isinstance(child, Element):
+                raise MarkupError(f"<{key}> holds text only, not <{child.tag}>")
+            if not isinstance(child, str):
+                raise TypeError(f"cannot render a {type(child).__name__} inside <{key}>")
+            if isinstance(child, Markup) or key == "style":
+                text = str(child)
+            elif escapable:
+                text = escape_text(child)
+            else:
+                raise MarkupError(f"<{key}> takes Markup, not str (for data use script_json())")
+            lowered = text.lower()
+            if "</" + key in lowered or (key == "script" and "<!--" in text):
+                raise MarkupError(f"text inside <{key}> would end it early: {text[:40]!r}")
+            if first and key == "textarea" and text[:1] == "\n":
+                self.out.append("\n")
+            first = False
+            self.out.append(text)
+
+
+def _wants_nonce(el: Element, key: str) -> bool:
+    if key in ("script", "style"):
+        return True
+    if key == "link":
+        rel = next((v for n, v in el.attrs if n.lower() == "rel"), "")
+        return isinstance(rel, str) and "stylesheet" in rel.lower().split()
+    return False
+
+
+def _attribute(name: str, value: Any, tag: str) -> str:
+    validate_attr_name(name)
+    if value is True:
+        return " " + name
+    if value is None or value is False:
+        return ""
+    if isinstance(value, Suspense):
+        raise BoundaryPlacementError(f"a boundary cannot be the value of attribute {name!r} of <{tag}>")
+    if hasattr(value, "__html__"):
+        text = str(value.__html__())
+        if '"' in text:
+            raise MarkupError(f"Markup value of attribute {name!r} contains '\"'")
+        return f' {name}="{text}"'
+    if isinstance(value, (int, float)):
+        value = str(value)
+    elif isinstance(value, (list, tuple)):
+        value = " ".join(str(v) for v in value if v)
+    if not isinstance(value, str):
+        raise TypeError(f"attribute {name!r} of <{tag}> cannot be a {type(value).__name__}")
+    lowered = name.lower()
+    if lowered.startswith("on"):
+        raise MarkupError(f"event handler attribute {name!r} takes Markup (trusted script), not str")
+    if lowered in _URL_ATTRS and _unsafe_url(value):
+        value = _UNSAFE_URL
+    return f' {name}="{escape_attr(value)}"'
+
+
+def _compact(parts: list[Any]) -> list[Any]:
+    out: list[Any] = []
+    run: list[str] = []
+    for part in parts:
+        if isinstance(part, str):
+            run.append(part)
+        else:
+            if run:
+                out.append("".join(run))
+                run = []
+            out.append(part)
+    if run:
+        out.append("".join(run))
+    return out
+
+
+def _digest(exc: BaseException) -> str:
+    text = "".join(traceback.format_exception(exc)) + str(time.time_ns())
+    return hashlib.sha256(text.encode("utf-8", "replace")).hexdigest()[:8]
+
+
+def _encode(parts: list[str]) -> bytes:
+    return "".join(parts).encode("utf-8", "replace")  # "replace": lone surrogates
+
+
+async def _produce(content: Any) -> Node:
+    result = content() if callable(content) else content
+    if inspect.isawaitable(result):
+        result = await result
+    return result
+
+
+class _Render:
+    """The state of one render: boundaries, their tasks, and the stream's queue."""
+
+    def __init__(self, strategy: str, nonce: str | None, deadline_s: float | None) -> None:
+        self.strategy = strategy
+        self.nonce_attr = "" if nonce is None else f' nonce="{escape_attr(nonce)}"'
+        self.loop = asyncio.get_running_loop()
+        self.deadline = None if deadline_s is None else self.loop.time() + deadline_s
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.last_id = 0
+        self.ready: asyncio.Queue[_Boundary] = asyncio.Queue()
+        self.open = 0  # stream: placeholders emitted and not yet flushed
+        self.runtime_sent = False
+
+    # -- writing -----------------------------------------------------------------
+
+    def writer(self, siblings: list[_Boundary]) -> _Writer:
+        return _Writer(self.nonce_attr, lambda spec, parent: self.spawn(spec, parent, siblings))
+
+    def fixed_writer(self, refusal: str) -> _Writer:
+        return _Writer(self.nonce_attr, None, refusal)
+
+    def spawn(self, spec: Suspense, parent: str, siblings: list[_Boundary]) -> _Boundary:
+        fb = self.fixed_writer("a boundary's fallback cannot hold a boundary")
+        fb.fallback(spec.fallback, parent)
+        self.last_id += 1
+        b = _Boundary(self.last_id, spec, parent, "".join(fb.out))
+        task = self.loop.create_task(self.run(b), name=f"html_stream boundary {b.id}")
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        b.task = task
+        siblings.append(b)
+        return b
+
+    async def shell(self, page: Page) -> tuple[list[Any], str]:
+        if callable(page):
+            page = page()
+        if inspect.isawaitable(page):
+            async with asyncio.timeout_at(self.deadline):
+                page = await page
+        w = self.writer([])
+        if not isinstance(page, Document):
+            w.root(page, "body", "a page")
+            return _compact(w.out), ""
+        w.out.append(
+            f'<!doctype html><html lang="{escape_attr(page.lang)}"><head><meta charset="utf-8">'
+            '<meta name="viewport" content="width=device-width, initial-scale=1">'
+            f"<title>{escape_text(page.title)}</title>"
+        )
+        w.root(page.head, "head", "the document head")
+        head_end = len(w.out)
+        w.start_tag(Element("body", tuple((page.body_attrs or {}).items())), "body")
+        w.out.insert(head_end, "</head>")
+        w.root(page.body, "body", "the document body")
+        if self.strategy == "stream" and self.last_id:
+            w.out.insert(head_end, self.runtime_script())
+        return _compact(w.out), "</body></html>"
+
+    def runtime_script(self) -> str:
+        self.runtime_sent = True
+        return f"<script{self.nonce_attr}>{RUNTIME_JS}</script>"
+
+    # -- boundary work -------------------------------------------------------------
+
+    async def run(self, b: _Boundary) -> None:
+        when = None if b.spec.timeout_s is None else self.loop.time() + b.spec.timeout_s
+        if self.deadline is not None:
+            when = self.deadline if when is None else min(when, self.deadline)
+        scope = asyncio.timeout_at(when)
+        try:
+            async with scope:
+                node = await _produce(b.spec.content)
+            parts = self.write_content(node, b)
+        except asyncio.CancelledError as exc:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # the render is closing
+            parts = self.fail(b, exc, timed_out=False)  # content raised it by itself
+        except TimeoutError as exc:
+            parts = self.fail(b, exc, timed_out=scope.expired())
+        except Exception as exc:
+            parts = self.fail(b, exc, timed_out=False)
+        b.parts = parts
+        if b.placed and not b.flushed:
+            self.ready.put_nowait(b)
+
+    def write_content(self, node: Node, b: _Boundary) -> list[Any]:
+        w = self.writer(b.children)
+        try:
+            w.root(node, b.parent_tag, "a boundary's content")
+        except BaseException:
+            for child in b.children:  # a parent's failure cancels its children
+                assert child.task is not None
+                child.task.cancel()
+            b.children.clear()
+            raise
+        return _compact(w.out)
+
+    def fail(self, b: _Boundary, exc: BaseException, *, timed_out: bool) -> list[Any]:
+        digest = _digest(exc)
+        if timed_out:
+            logger.warning("html_stream boundary %d timed out [%s]", b.id, digest)
+        else:
+            logger.error("html_stream boundary %d failed [%s]", b.id, digest, exc_info=exc)
+        error = b.spec.error
+        if error is not None:
+            try:
+                node = error(BoundaryFailure(digest, timed_out, exc)) if callable(error) else error
+                w = self.fixed_writer("a boundary's error fallback cannot hold a boundary")
+                w.root(node, b.parent_tag, "a boundary's error fallback")
+                return ["".join(w.out)]
+            except Exception:
+                logger.exception("html_stream boundary %d: its error fallback failed too [%s]", b.id, digest)
+        w = self.fixed_writer("")
+        w.root(default_error_node(b.parent_tag, TIMEOUT_MESSAGE if timed_out else ERROR_MESSAGE, digest),
+               b.parent_tag, "the default error fallback")
+        return ["".join(w.out)]
+
+    async def close(self) -> None:
+        while pending := [t for t in self.tasks if not t.done()]:
+            for task in pending:
+                task.cancel()
+            await asyncio.wait(pending)
+
+    # -- strategies -----------------------------------------------------------------
+
+    def expand(self, parts: list[Any], out: list[str]) -> None:
+        for part in parts:
+            if isinstance(part, str):
+                out.append(part)
+            elif part.parts is not None:  # settled before its parent was flushed
+                part.flushed = True
+                self.expand(part.parts, out)
+            else:
+                part.placed = True
+                self.open += 1
+                out += (placeholder_start(part.id), part.fallback, PLACEHOLDER_END)
+
+    def flush(self, b: _Boundary) -> list[str]:
+        assert b.parts is not None
+        self.open -= 1
+        b.flushed = True
+        out = [] if self.runtime_sent else [self.runtime_script()]
+        out.append("<template>")
+        self.expand(b.parts, out)
+        out.append(f"</template><script{self.nonce_attr}>{swap_call(b.id)}</script>")
+        return out
+
+    async def stream(self, shell: list[Any], tail: str) -> AsyncGenerator[bytes, None]:
+        out: list[str] = []
+        self.expand(shell, out)
+        while self.open:
+            yield _encode(out)
+            out = self.flush(await self.ready.get())
+        out.append(tail)
+        yield _encode(out)
+
+    async def in_order(self, shell: list[Any], tail: str) -> AsyncGenerator[bytes, None]:
+        buffered = self.strategy == "buffer"
+        out: list[str] = []
+        stack = [iter(shell)]
+        while stack:
+            part = next(stack[-1], None)
+            if part is None:
+                stack.pop()
+            elif isinstance(part, str):
+                out.append(part)
+            else:
+                if part.parts is None:
+                    if out and not buffered:
+                        yield _encode(out)
+                        out = []
+                    assert part.task is not None
+                    await asyncio.wait((part.task,))
+                    if part.parts is None:
+                        raise RuntimeError(f"html_stream boundary {part.id} ended without settling")
+                stack.append(iter(part.parts))
+        out.append(tail)
+        yield _encode(out)
+
+
+def render(
+    page: Page,
+    *,
+    strategy: Strategy | str = "stream",
+    nonce: str | None = None,
+    deadline_s: float | None = None,
+) -> AsyncGenerator[bytes, None]:
+    """Render `page`, yielding bytes at each flush point.
+
+        async with contextlib.aclosing(render(page, nonce=nonce)) as chunks:
+            async for chunk in chunks:
+                await send(chunk)          # one chunk per flush; do not buffer
+
+    The first ``__anext__`` builds the shell: an error there (in the page function,
+    or a misplaced boundary) raises before any byte, so answer a real 500; a page
+    coroutine still running at the deadline raises TimeoutError there too. After
+    that, boundary errors and timeouts render error fallbacks and never raise.
+    `deadline_s` settles every boundary still pending that long after the render
+    starts. Close the iterator when the client leaves (``aclose()``, or cancel the
+    task iterating it): pending boundary tasks are cancelled and awaited.
+    Raises ValueError at once for an unknown strategy.
+
+    stream and in_order: send each chunk as it comes (chunked transfer coding, no
+    compression that waits to fill a buffer). buffer: one chunk, so Content-Length.
+    Content-Type is ``text/html; charset=utf-8``.
+    """
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown strategy {strategy!r}; expected one of {', '.join(STRATEGIES)}")
+    if deadline_s is not None and deadline_s < 0:
+        raise ValueError("deadline_s must be >= 0")
+    return _render(page, strategy, nonce, deadline_s)
+
+
+async def _render(
+    page: Page, strategy: str, nonce: str | None, deadline_s: float | None
+) -> AsyncGenerator[bytes, None]:
+    state = _Render(strategy, nonce, deadline_s)
+    try:
+        shell, tail = await state.shell(page)
+        chunks = state.stream(shell, tail) if strategy == "stream" else state.in_order(shell, tail)
+        async with aclosing(chunks):
+            async for chunk in chunks:
+                yield chunk
+    finally:
+        await state.close()
+
+
+async def render_to_string(
+    page: Page,
+    *,
+    strategy: Strategy | str = "buffer",
+    nonce: str | None = None,
+    deadline_s: float | None = None,
+) -> str:
+    """The whole rendered page as one str (all chunks joined)."""
+    chunks = []
+    async with aclosing(render(page, strategy=strategy, nonce=nonce, deadline_s=deadline_s)) as it:
+        async for chunk in it:
+            chunks.append(chunk)
+    return b"".join(chunks).decode("utf-8")

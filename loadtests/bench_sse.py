@@ -1,0 +1,359 @@
+"""Server-Sent Events cost: idle memory, fan-out CPU and latency, firehose throughput.
+
+Compares sse_server with the idiomatic peers in loadtests/peers/ (uvicorn +
+Starlette + sse-starlette, aiohttp + aiohttp-sse), all serving the demo's
+HTTP contract. Each server runs pinned to CPU 0 and is started fresh for each
+part; this process is the load generator, pinned to CPU 1, and speaks raw
+asyncio sockets (benchlib.StreamClient), never an HTTP library.
+
+Parts:
+  idle      RSS per idle subscriber. Open a few warm-up subscribers (so one-off
+            allocations are not charged to the measured ones), read RSS once it
+            settles, open K subscribers to /channels/idle/events, wait for each
+            response head and for RSS to settle again: (after - before) / K, KiB.
+  fanout    S subscribers on /channels/fan/events; POST "warmup" events until
+            the server reports all S subscribed (and they received one), then
+            publish E events at R/s, each body being time.time_ns() taken just
+            before the POST is written. Subscribers count the data lines and
+            record publish-to-receive latency. Reports lost deliveries
+            (S*E - received), server CPU (/proc utime+stime delta) per delivery
+            in microseconds, p50/p99 latency. CPU per delivery is the primary
+            figure; latency includes this single client process's own queueing,
+            so it is an upper bound when the client is the bottleneck.
+  firehose  One connection to /firehose?n=N&size=B; events/s from request to
+            the end of the stream (events counted at blank-line terminators,
+            across read boundaries, heartbeat comments excluded), plus server CPU
+            per event.
+
+Ratios in the table are value / starlette's value (lower is better for KiB and
+us, higher for events/s). A server that does not come up is reported and
+skipped.
+
+Usage:
+    python loadtests/bench_sse.py                                  # defaults below
+    python loadtests/bench_sse.py --subscribers 10000 --fanout-subscribers 10000
+    python loadtests/bench_sse.py --subscribers 500 --fanout-subscribers 200 --events 20
+    python loadtests/bench_sse.py --only sse_server,starlette --skip-idle --skip-firehose
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from benchlib import (
+    OUR_SERVER,
+    Column,
+    HttpConnection,
+    ServerFailed,
+    ServerProcess,
+    SSEEventCounter,
+    StreamClient,
+    close_clients,
+    cpu_seconds,
+    exit_on_sigterm,
+    markdown_table,
+    open_clients,
+    percentile,
+    pin_self,
+    raise_nofile_limit,
+    require_modules,
+    rss_kib,
+    select_servers,
+    settled,
+    wait_for_count,
+)
+
+SERVERS: dict[str, tuple[str, ...]] = {
+    "sse_server": OUR_SERVER,
+    "starlette": ("{python}", "{peers}/starlette_app.py", "--port", "{port}"),
+    "aiohttp": ("{python}", "{peers}/aiohttp_app.py", "--port", "{port}"),
+}
+BASELINE = "starlette"
+
+WARM_SUBSCRIBERS = 20  # opened before the RSS baseline: first-use allocations go there
+SSE_HEADERS = {"Accept": "text/event-stream"}
+
+Metrics = dict[str, Any]
+
+
+# ------------------------------------------------------------------------------ idle
+
+
+async def measure_idle(server: ServerProcess, args: argparse.Namespace) -> Metrics:
+    request = StreamClient.get("/channels/idle/events", SSE_HEADERS)
+
+    def subscriber() -> StreamClient:
+        return StreamClient(request)
+
+    def rss() -> float:
+        return rss_kib(server.pid)
+
+    warm, _ = await open_clients(subscriber, WARM_SUBSCRIBERS, server.port)
+    before = await settled(rss, tolerance=16)
+    clients, failed = await open_clients(subscriber, args.subscribers, server.port, timeout_s=args.timeout)
+    # Settled: within 64 KiB, or 1% of a 2 KiB-per-subscriber growth if larger.
+    after = await settled(rss, tolerance=max(64, len(clients) * 0.02))
+    await close_clients(warm + clients)
+    metrics: Metrics = {"rss_mib": before / 1024}
+    if clients:
+        metrics["idle_kib"] = (after - before) / len(clients)
+    if failed:
+        metrics["note"] = f"idle: {failed}/{args.subscribers} subscriptions failed"
+    return metrics
+
+
+# ---------------------------------------------------------------------------- fan-out
+
+
+@dataclass(slots=True)
+class FanoutStats:
+    latencies_ns: list[int] = field(default_factory=list)  # one per timestamped delivery
+    other: int = 0  # data lines that are not timestamps (the warm-up events)
+
+
+class FanoutSubscriber(StreamClient):
+    """Counts `data:` lines; a data line holding an integer is a publish timestamp."""
+
+    __slots__ = ("stats", "_partial")
+
+    def __init__(self, request: bytes, stats: FanoutStats) -> None:
+        super().__init__(request)
+        self.stats = stats
+        self._partial = b""
+
+    def body_received(self, data: bytes) -> None:
+        now = time.time_ns()
+        if self._partial:
+            data = self._partial + data
+        end = data.rfind(b"\n") + 1  # parse whole lines only; keep the rest
+        self._partial = data[end:]
+        stats = self.stats
+        i = data.find(b"data:", 0, end)
+        while i >= 0:
+            eol = data.find(b"\n", i, end)
+            try:
+                stats.latencies_ns.append(now - int(data[i + 5 : eol]))  # int() strips " " and "\r"
+            except ValueError:
+                stats.other += 1
+            i = data.find(b"data:", eol, end)
+
+
+async def publish(conn: HttpConnection, path: str, body: bytes) -> int | None:
+    """POST one event; the subscriber count the server reports (None if unreadable)."""
+    status, payload = await conn.request("POST", path, body)
+    if status != 202:
+        raise ServerFailed(f"publish answered {status}: {payload[:200]!r}")
+    try:
+        return int(json.loads(payload)["subscribers"])
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+async def measure_fanout(server: ServerProcess, args: argparse.Namespace) -> Metrics:
+    loop = asyncio.get_running_loop()
+    path = "/channels/fan/events"
+    request = StreamClient.get(path, SSE_HEADERS)
+    stats = FanoutStats()
+    clients, failed = await open_clients(
+        lambda: FanoutSubscriber(request, stats), args.fanout_subscribers, server.port, timeout_s=args.timeout
+    )
+    notes = [f"fanout: {failed} subscriptions failed"] if failed else []
+    subscribers = len(clients)
+    try:
+        async with HttpConnection(server.port, timeout_s=args.timeout) as conn:
+            # Some servers answer the SSE head before registering the subscriber:
+            # publish warm-up events until every subscriber is counted, and wait
+            # until the last one reached all of them.
+            seen: int | None = 0
+            for _ in range(50):
+                seen = await publish(conn, path, b"warmup")
+                if seen is None or seen >= subscribers:
+                    break
+                await asyncio.sleep(0.1)
+            if seen is not None and seen < subscribers:
+                notes.append(f"fanout: server saw {seen}/{subscribers} subscribers")
+            await wait_for_count(lambda: stats.other, subscribers, stall_s=3, timeout_s=args.timeout)
+            await asyncio.sleep(0.2)
+
+            cpu_before = cpu_seconds(server.pid)
+            start = loop.time()
+            for i in range(args.events):
+                await asyncio.sleep(max(0.0, start + i / args.rate - loop.time()))
+                await publish(conn, path, str(time.time_ns()).encode())
+            expected = args.events * subscribers
+            await wait_for_count(
+                lambda: len(stats.latencies_ns), expected, stall_s=5, timeout_s=args.timeout
+            )
+            cpu = cpu_seconds(server.pid) - cpu_before
+    finally:
+        await close_clients(clients)
+
+    received = len(stats.latencies_ns)
+    latencies = sorted(stats.latencies_ns)
+    metrics: Metrics = {"lost": expected - received, "note": "; ".join(notes) or None}
+    if received:
+        metrics |= {
+            "us_per_delivery": cpu / received * 1e6,
+            "p50_ms": percentile(latencies, 50) / 1e6,
+            "p99_ms": percentile(latencies, 99) / 1e6,
+        }
+    return metrics
+
+
+# --------------------------------------------------------------------------- firehose
+
+
+class FirehoseClient(StreamClient):
+    __slots__ = ("counter", "ended_at")
+
+    def __init__(self, request: bytes) -> None:
+        super().__init__(request)
+        self.counter = SSEEventCounter()
+        self.ended_at: float | None = None
+
+    def body_received(self, data: bytes) -> None:
+        self.counter.feed(data)
+
+    def body_ended(self) -> None:
+        self.ended_at = time.perf_counter()
+
+
+async def measure_firehose(server: ServerProcess, args: argparse.Namespace) -> Metrics:
+    loop = asyncio.get_running_loop()
+    request = StreamClient.get(f"/firehose?n={args.firehose_events}&size={args.firehose_size}", SSE_HEADERS)
+    client = FirehoseClient(request)
+    cpu_before = cpu_seconds(server.pid)
+    start = time.perf_counter()
+    await loop.create_connection(lambda: client, "127.0.0.1", server.port)
+    try:
+        async with asyncio.timeout(args.timeout):
+            await client.closed
+    except TimeoutError:
+        pass
+    finally:
+        if client.transport is not None:
+            client.transport.abort()
+    end = client.ended_at or time.perf_counter()
+    cpu = cpu_seconds(server.pid) - cpu_before
+    events = client.counter.events
+    metrics: Metrics = {}
+    if events:
+        metrics |= {"firehose_eps": events / (end - start), "firehose_us": cpu / events * 1e6}
+    if client.ended_at is None or events != args.firehose_events:
+        how = "timed out" if client.ended_at is None else "ended"
+        metrics["note"] = f"firehose: {how} after {events}/{args.firehose_events} events (HTTP {client.status})"
+    return metrics
+
+
+# ------------------------------------------------------------------------------ main
+
+Part = Callable[[ServerProcess, argparse.Namespace], Awaitable[Metrics]]
+PARTS: dict[str, Part] = {"idle": measure_idle, "fanout": measure_fanout, "firehose": measure_firehose}
+
+COLUMNS = [
+    Column("idle_kib", "idle KiB/sub", "{:.1f}", ratio=True),
+    Column("us_per_delivery", "fan-out us/delivery", "{:.1f}", ratio=True),
+    Column("lost", "lost", "{:,d}"),
+    Column("p50_ms", "p50 ms", "{:.1f}"),
+    Column("p99_ms", "p99 ms", "{:.1f}"),
+    Column("firehose_eps", "firehose events/s", "{:,.0f}", ratio=True),
+    Column("firehose_us", "firehose us/event", "{:.1f}"),
+    Column("rss_mib", "RSS at start MiB", "{:.1f}"),
+    Column("note", "notes"),
+]
+
+
+def client_runner() -> asyncio.Runner:
+    """An event loop for the load generator: uvloop when installed (a cheaper client)."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.Runner()
+    return asyncio.Runner(loop_factory=uvloop.new_event_loop)
+
+
+def run_part(name: str, template: tuple[str, ...], part: Part, args: argparse.Namespace) -> Metrics:
+    """Start a fresh server, run one part against it, stop it. ServerFailed if it breaks."""
+    with ServerProcess(name, template, cpu=args.server_cpu) as server, client_runner() as runner:
+        try:
+            metrics = runner.run(part(server, args))
+        except (OSError, TimeoutError, asyncio.IncompleteReadError, ValueError) as exc:
+            raise ServerFailed(f"{type(exc).__name__}: {exc}") from exc
+        if not server.alive():
+            raise ServerFailed(f"exited during the run: {server.log_tail()}")
+        return metrics
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--subscribers", type=int, default=2000, help="idle subscribers (K)")
+    parser.add_argument("--fanout-subscribers", type=int, default=1000, help="fan-out subscribers (S)")
+    parser.add_argument("--events", type=int, default=50, help="events published in fan-out (E)")
+    parser.add_argument("--rate", type=float, default=10.0, help="fan-out publishes per second")
+    parser.add_argument("--firehose-events", type=int, default=200_000)
+    parser.add_argument("--firehose-size", type=int, default=64, help="bytes of data per firehose event")
+    parser.add_argument("--timeout", type=float, default=120.0, help="cap on any one wait, seconds")
+    parser.add_argument("--only", action="append", help="server name (repeat or comma-separate)")
+    for part in PARTS:
+        parser.add_argument(f"--skip-{part}", action="store_true", help=f"skip the {part} part")
+    parser.add_argument("--server-cpu", type=int, default=0)
+    parser.add_argument("--load-cpu", type=int, default=1)
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
+    servers = select_servers(SERVERS, args.only)
+    peer_modules = {"starlette": ["uvicorn", "starlette", "sse_starlette"], "aiohttp": ["aiohttp", "aiohttp_sse"]}
+    require_modules(m for name in servers for m in peer_modules.get(name, []))
+    parts = {name: fn for name, fn in PARTS.items() if not getattr(args, f"skip_{name}")}
+    pin_self(args.load_cpu)
+    raise_nofile_limit(max(args.subscribers, args.fanout_subscribers) + WARM_SUBSCRIBERS + 256)
+    exit_on_sigterm()
+
+    rows: dict[str, Metrics] = {}
+    skipped: dict[str, str] = {}
+    for name, template in servers.items():
+        row: Metrics = {}
+        notes: list[str] = []
+        for part_name, part in parts.items():
+            print(f"{name}: {part_name} ...", file=sys.stderr, flush=True)
+            try:
+                metrics = run_part(name, template, part, args)
+            except ServerFailed as exc:  # note it and go on: other parts may work
+                notes.append(f"{part_name} failed: {exc}")
+                print(f"{name}: {part_name} failed: {exc}", file=sys.stderr)
+                continue
+            if note := metrics.pop("note", None):
+                notes.append(note)
+            row.setdefault("rss_mib", metrics.pop("rss_mib", None))
+            row |= metrics
+            print(f"{name}: {part_name}: {format_metrics(metrics)}", file=sys.stderr, flush=True)
+        if any(value is not None for value in row.values()):
+            rows[name] = row | {"note": "; ".join(notes) or None}
+        else:
+            skipped[name] = "; ".join(notes)
+
+    print(
+        f"\nSSE: idle K={args.subscribers}; fan-out S={args.fanout_subscribers} E={args.events} "
+        f"at {args.rate:g}/s; firehose n={args.firehose_events} size={args.firehose_size}; "
+        f"server on CPU {args.server_cpu}, load on CPU {args.load_cpu}\n"
+    )
+    print(markdown_table(rows, COLUMNS, baseline=BASELINE))
+    for name, reason in skipped.items():
+        print(f"\nskipped {name}: {reason}")
+
+
+def format_metrics(metrics: Metrics) -> str:
+    return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items())
+
+
+if __name__ == "__main__":
+    main()

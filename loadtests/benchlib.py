@@ -1,0 +1,706 @@
+"""Shared helpers for the benchmark scripts in loadtests/.
+
+Strategy: every server under test runs as its own process group, pinned to one
+CPU with ``taskset``, and is probed from outside: readiness by polling
+``/healthz``, memory from ``/proc/PID/status`` (VmRSS), CPU from
+``/proc/PID/stat`` (utime + stime). The load generator pins itself to the other
+CPU, so the server's CPU time is the cost we compare and the client's work does
+not steal from it.
+
+The client side is raw asyncio: ``StreamClient`` is a Protocol that sends one
+GET, parses the response head and de-chunks the body (``ChunkedDecoder``), and
+``HttpConnection`` does keep-alive request/response for publishing. No HTTP
+library sits between the load generator and the bytes, so it stays cheap and
+sees exactly what each server sends.
+
+Servers are described by command templates (tuples of argv strings) in which
+``{python}``, ``{port}`` and ``{peers}`` are replaced; a server that does not
+come up is reported and skipped by the caller, never fatal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib.util
+import os
+import resource
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, cast
+
+__all__ = [
+    "LOADTESTS_DIR",
+    "OUR_SERVER",
+    "PEERS_DIR",
+    "REPO_ROOT",
+    "ChunkedDecoder",
+    "Column",
+    "HttpConnection",
+    "PatternCounter",
+    "SSEEventCounter",
+    "ServerFailed",
+    "ServerProcess",
+    "StreamClient",
+    "close_clients",
+    "cpu_seconds",
+    "exit_on_sigterm",
+    "free_port",
+    "markdown_table",
+    "median",
+    "open_clients",
+    "line_ending",
+    "percentile",
+    "pin_self",
+    "raise_nofile_limit",
+    "require_modules",
+    "rss_kib",
+    "select_servers",
+    "settled",
+    "wait_for_count",
+]
+
+LOADTESTS_DIR = Path(__file__).resolve().parent
+REPO_ROOT = LOADTESTS_DIR.parent
+PEERS_DIR = LOADTESTS_DIR / "peers"
+HOST = "127.0.0.1"  # every benchmark stays on loopback
+
+# How our server is started; the first entry of every server table.
+OUR_SERVER = (
+    "{python}", "-m", "sse_server",
+    "--host", HOST, "--port", "{port}", "--log-level", "warning",
+)  # fmt: skip
+
+PEER_INSTALL_HINT = "pip install -r loadtests/requirements-peers.txt"
+
+
+# --------------------------------------------------------------------------- setup
+
+
+def require_modules(modules: Iterable[str]) -> None:
+    """Exit with an install hint if a peer package the benchmark needs is missing."""
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
+        sys.exit(f"missing benchmark peers: {', '.join(missing)}\ninstall them with: {PEER_INSTALL_HINT}")
+
+
+def exit_on_sigterm() -> None:
+    """Turn SIGTERM into SystemExit so `finally:` blocks stop the servers we started."""
+
+    def _raise(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, _raise)
+
+
+def raise_nofile_limit(needed: int) -> None:
+    """Lift this process's open-file soft limit toward `needed` (bounded by the hard limit)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        print(f"warning: open-file limit {soft} < {needed} sockets needed; raise ulimit -n", file=sys.stderr)
+
+
+def pin_self(cpu: int) -> None:
+    """Pin the load generator (this process) to one CPU."""
+    os.sched_setaffinity(0, {cpu})
+
+
+def select_servers(
+    table: Mapping[str, tuple[str, ...]], only: Sequence[str] | None
+) -> dict[str, tuple[str, ...]]:
+    """The servers named by --only (in table order), or all of them."""
+    if not only:
+        return dict(table)
+    wanted = {name for arg in only for name in arg.split(",") if name}
+    unknown = wanted - table.keys()
+    if unknown:
+        sys.exit(f"unknown server(s) {sorted(unknown)}; known: {list(table)}")
+    return {name: cmd for name, cmd in table.items() if name in wanted}
+
+
+# ------------------------------------------------------------------- the server process
+
+
+def free_port() -> int:
+    """A port nothing listens on right now (bind to 0, read it, release it)."""
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+class ServerFailed(Exception):
+    """A server under test did not come up (or died); the benchmark skips it."""
+
+
+def _render(template: Sequence[str], port: int) -> list[str]:
+    # str.replace, not str.format: templates may hold code with braces (node -e).
+    values = {"{python}": sys.executable, "{port}": str(port), "{peers}": str(PEERS_DIR)}
+    out = []
+    for arg in template:
+        for key, value in values.items():
+            arg = arg.replace(key, value)
+        out.append(arg)
+    return out
+
+
+class ServerProcess:
+    """One server under test: started pinned to a CPU, in its own process group.
+
+        with ServerProcess("starlette", template, cpu=0) as server:
+            ... server.port, server.pid ...
+
+    Entering waits for GET /healthz to answer 200 (bounded tries) and raises
+    ServerFailed otherwise; leaving stops the whole process group (SIGTERM,
+    then SIGKILL after a grace period).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        template: Sequence[str],
+        *,
+        cpu: int = 0,
+        extra_args: Sequence[str] = (),
+        health_tries: int = 100,
+    ) -> None:
+        self.name = name
+        self.port = free_port()
+        self.argv = ["taskset", "-c", str(cpu), *_render(template, self.port), *extra_args]
+        self.health_tries = health_tries
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._log = tempfile.TemporaryFile()
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid  # taskset execs the command, so this is the server's pid
+
+    def __enter__(self) -> ServerProcess:
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+        try:
+            self.proc = subprocess.Popen(
+                self.argv,
+                cwd=REPO_ROOT,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=self._log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # its own process group: we stop all of it
+            )
+        except OSError as exc:
+            self._log.close()
+            raise ServerFailed(f"{self.name}: cannot start {self.argv[3]!r}: {exc}") from exc
+        try:
+            self._wait_healthy()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def _wait_healthy(self) -> None:
+        assert self.proc is not None
+        for _ in range(self.health_tries):
+            if self.proc.poll() is not None:
+                raise ServerFailed(
+                    f"{self.name}: exited with {self.proc.returncode} before /healthz answered: "
+                    f"{self.log_tail()}"
+                )
+            if _healthz_ok(self.port, timeout_s=0.5):
+                return
+            time.sleep(0.1)
+        raise ServerFailed(
+            f"{self.name}: /healthz did not answer 200 after {self.health_tries} tries: "
+            f"{self.log_tail()}"
+        )
+
+    def log_tail(self, lines: int = 3) -> str:
+        """The last lines the server printed, for a failure message."""
+        if self._log.closed:
+            return ""
+        self._log.seek(0)
+        text = self._log.read().decode("utf-8", "replace").strip().splitlines()
+        return " | ".join(text[-lines:]) or "(no output)"
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, grace_s: float = 5.0) -> None:
+        """Stop the server's process group: SIGTERM, wait, then SIGKILL."""
+        proc = self.proc
+        if proc is not None and proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=grace_s)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=grace_s)
+        # Children that outlived the leader (none expected) go with the group.
+        if proc is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
+        if not self._log.closed:
+            self._log.close()
+
+
+def _healthz_ok(port: int, timeout_s: float) -> bool:
+    try:
+        with socket.create_connection((HOST, port), timeout=timeout_s) as s:
+            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+            head = s.recv(64)
+    except OSError:
+        return False
+    return head.startswith((b"HTTP/1.1 200", b"HTTP/1.0 200"))
+
+
+# -------------------------------------------------------------------- /proc readings
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def rss_kib(pid: int) -> int:
+    """Resident set size of a process, KiB (VmRSS in /proc/PID/status)."""
+    with open(f"/proc/{pid}/status", "rb") as f:
+        for line in f:
+            if line.startswith(b"VmRSS:"):
+                return int(line.split()[1])
+    raise ServerFailed(f"pid {pid}: no VmRSS (exited?)")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used, seconds (/proc/PID/stat fields 14, 15)."""
+    with open(f"/proc/{pid}/stat", "rb") as f:
+        stat = f.read()
+    # The command name (field 2) may hold spaces; the fields we want follow its ")".
+    fields = stat[stat.rindex(b")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+# ------------------------------------------------------------------------ statistics
+
+
+def median(values: Iterable[float]) -> float:
+    return statistics.median(list(values))
+
+
+def percentile(sorted_values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100) of an already sorted sequence."""
+    if not sorted_values:
+        return float("nan")
+    rank = max(1, round(q / 100 * len(sorted_values)))
+    return sorted_values[min(rank, len(sorted_values)) - 1]
+
+
+async def wait_for_count(
+    count: Callable[[], int], target: int, *, stall_s: float, timeout_s: float, interval_s: float = 0.05
+) -> bool:
+    """Poll count() until it reaches target; give up after stall_s without progress
+    or timeout_s in all. Returns whether target was reached."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    last, last_change = count(), loop.time()
+    for _ in range(int(timeout_s / interval_s) + 1):
+        now = count()
+        if now >= target:
+            return True
+        if now != last:
+            last, last_change = now, loop.time()
+        if loop.time() - last_change > stall_s or loop.time() > deadline:
+            break
+        await asyncio.sleep(interval_s)
+    return count() >= target
+
+
+async def settled(
+    read: Callable[[], float], *, window: int = 4, tolerance: float, interval_s: float = 0.25, timeout_s: float = 15.0
+) -> float:
+    """Poll read() until `window` consecutive readings lie within `tolerance` of each
+    other (or timeout_s passes); returns the last reading. For RSS after a burst of
+    connections, which keeps moving while the server finishes setting them up."""
+    readings = [read()]
+    for _ in range(int(timeout_s / interval_s)):
+        if len(readings) >= window and max(readings[-window:]) - min(readings[-window:]) <= tolerance:
+            break
+        await asyncio.sleep(interval_s)
+        readings.append(read())
+    return readings[-1]
+
+
+# ----------------------------------------------------------------------------- table
+
+
+@dataclass(frozen=True)
+class Column:
+    """One metric in a results table; ratio=True adds a "vs <baseline>" column after it."""
+
+    key: str
+    header: str
+    fmt: str = "{:,.1f}"
+    ratio: bool = False
+
+
+def _cell(value: Any, fmt: str) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, str):
+        return value
+    return fmt.format(value)
+
+
+def markdown_table(
+    rows: Mapping[str, Mapping[str, Any]], columns: Sequence[Column], *, baseline: str | None
+) -> str:
+    """Render rows {server: {key: value}} as markdown; ratios are value / baseline's value.
+
+    Missing values print as "-"; without a baseline row there are no ratio columns.
+    """
+    if baseline not in rows:  # no reference row, so no ratio columns
+        baseline = None
+    base = rows[baseline] if baseline else {}
+    headers = ["server"]
+    for col in columns:
+        headers.append(col.header)
+        if col.ratio and baseline:
+            headers.append(f"vs {baseline}")
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    for name, row in rows.items():
+        cells = [name]
+        for col in columns:
+            value = row.get(col.key)
+            cells.append(_cell(value, col.fmt))
+            if col.ratio and baseline:
+                ref = base.get(col.key)
+                ok = isinstance(value, (int, float)) and isinstance(ref, (int, float)) and ref
+                cells.append(f"{value / ref:.2f}x" if ok else "-")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------- HTTP/1.1 client pieces
+
+
+class ChunkedDecoder:
+    """Incremental decoder for Transfer-Encoding: chunked (RFC 9112 §7.1).
+
+    feed(bytes) returns the payload bytes completed so far; ``done`` turns true
+    at the last (zero-size) chunk. Trailers after it are ignored: a stream ends
+    there for our purposes.
+    """
+
+    __slots__ = ("done", "_buf", "_left", "_skip")
+
+    def __init__(self) -> None:
+        self.done = False
+        self._buf = b""  # an incomplete chunk-size line
+        self._left = 0  # payload bytes still due in the current chunk
+        self._skip = 0  # bytes of the CRLF that ends the current chunk still to skip
+
+    def feed(self, data: bytes) -> bytes:
+        if self._buf:
+            data = self._buf + data
+            self._buf = b""
+        out: list[bytes] = []
+        pos, end = 0, len(data)
+        while pos < end and not self.done:
+            if self._left:
+                take = min(self._left, end - pos)
+                out.append(data[pos : pos + take])
+                pos += take
+                self._left -= take
+                if not self._left:
+                    self._skip = 2
+            elif self._skip:
+                step = min(self._skip, end - pos)
+                pos += step
+                self._skip -= step
+            else:
+                eol = data.find(b"\r\n", pos)
+                if eol < 0:
+                    if end - pos > 1024:
+                        raise ValueError("chunk-size line over 1 KiB")
+                    self._buf = data[pos:]
+                    break
+                size = int(data[pos:eol].split(b";", 1)[0], 16)
+                pos = eol + 2
+                if size == 0:
+                    self.done = True
+                else:
+                    self._left = size
+        return out[0] if len(out) == 1 else b"".join(out)
+
+
+class PatternCounter:
+    """Counts occurrences of a byte pattern in a stream fed in arbitrary pieces.
+
+    A match may straddle two pieces: the last len(pattern)-1 bytes are kept and
+    the junction is searched separately, so every match is counted once.
+    """
+
+    __slots__ = ("pattern", "count", "_tail")
+
+    def __init__(self, pattern: bytes) -> None:
+        self.pattern = pattern
+        self.count = 0
+        self._tail = b""
+
+    def feed(self, data: bytes) -> None:
+        keep = len(self.pattern) - 1
+        if self._tail:
+            self.count += (self._tail + data[:keep]).count(self.pattern)
+        self.count += data.count(self.pattern)
+        self._tail = (self._tail + data)[-keep:] if len(data) < keep else data[-keep:]
+
+
+def line_ending(buf: bytes) -> bytes | None:
+    """The line ending a stream uses, from its first one; None if not decidable yet.
+
+    WHATWG "Parsing an event stream": lines end with CRLF, LF or a lone CR.
+    """
+    i = next((j for j, b in enumerate(buf) if b in b"\r\n"), -1)
+    if i < 0 or (buf[i] == 13 and i + 1 == len(buf)):
+        return None
+    if buf[i] == 10:
+        return b"\n"
+    return b"\r\n" if buf[i + 1] == 10 else b"\r"
+
+
+class SSEEventCounter:
+    """Counts SSE events in a (de-chunked) body fed in arbitrary pieces.
+
+    An event is a block ended by a blank line; blocks that start with ":" are
+    comments (heartbeats) and are not counted. The line ending is taken from
+    the stream's first line, so the count is two byte-pattern counts (C speed)
+    that hold across piece boundaries. Assumes a comment never shares a block
+    with fields, which is how servers send heartbeats.
+    """
+
+    __slots__ = ("_pending", "_ends", "_comments", "_leading_comment")
+
+    def __init__(self) -> None:
+        self._pending = b""
+        self._ends: PatternCounter | None = None
+        self._comments: PatternCounter | None = None
+        self._leading_comment = 0
+
+    def feed(self, data: bytes) -> None:
+        if self._ends is None or self._comments is None:
+            self._pending += data
+            sep = line_ending(self._pending[:65536]) or (b"\n" if len(self._pending) > 65536 else None)
+            if sep is None:
+                return
+            data, self._pending = self._pending, b""
+            self._ends, self._comments = PatternCounter(sep * 2), PatternCounter(sep * 2 + b":")
+            self._leading_comment = int(data.startswith(b":"))
+        self._ends.feed(data)
+        self._comments.feed(data)
+
+    @property
+    def events(self) -> int:
+        if self._ends is None or self._comments is None:
+            return 0
+        return self._ends.count - self._comments.count - self._leading_comment
+
+
+class StreamClient(asyncio.Protocol):
+    """One HTTP/1.1 GET on its own connection, body handed to body_received().
+
+    Subclasses override body_received (de-chunked payload) and body_ended. The
+    ``head`` future resolves to the response status (0 if the connection died
+    first), ``closed`` when the connection is gone.
+    """
+
+    __slots__ = ("request", "head", "closed", "transport", "status", "_head_buf", "_chunks")
+
+    def __init__(self, request: bytes) -> None:
+        loop = asyncio.get_running_loop()
+        self.request = request
+        self.head: asyncio.Future[int] = loop.create_future()
+        self.closed: asyncio.Future[None] = loop.create_future()
+        self.transport: asyncio.Transport | None = None
+        self.status = 0
+        self._head_buf = b""
+        self._chunks: ChunkedDecoder | None = None
+
+    @staticmethod
+    def get(path: str, headers: Mapping[str, str] | None = None) -> bytes:
+        lines = [f"GET {path} HTTP/1.1", "Host: 127.0.0.1"]
+        lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
+        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        self.transport.write(self.request)
+
+    def data_received(self, data: bytes) -> None:
+        if not self.head.done():
+            self._head_buf += data
+            end = self._head_buf.find(b"\r\n\r\n")
+            if end < 0:
+                if len(self._head_buf) > 65536:
+                    self._fail()
+                return
+            head, data = self._head_buf[:end], self._head_buf[end + 4 :]
+            self._head_buf = b""
+            try:
+                self.status = int(head.split(b" ", 2)[1])
+            except (IndexError, ValueError):
+                self._fail()
+                return
+            if b"\r\ntransfer-encoding: chunked" in head.lower():
+                self._chunks = ChunkedDecoder()
+            self.head.set_result(self.status)
+            if not data:
+                return
+        if self._chunks is None:  # close-delimited body
+            self.body_received(data)
+            return
+        payload = self._chunks.feed(data)
+        if payload:
+            self.body_received(payload)
+        if self._chunks.done:
+            self.body_ended()
+            assert self.transport is not None
+            self.transport.close()
+
+    def _fail(self) -> None:
+        if not self.head.done():
+            self.head.set_result(0)
+        if self.transport is not None:
+            self.transport.abort()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.head.done():
+            self.head.set_result(0)
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    def body_received(self, data: bytes) -> None:
+        """Override: called with each piece of de-chunked body."""
+
+    def body_ended(self) -> None:
+        """Override: called once when a chunked body ends properly."""
+
+
+async def open_clients(
+    factory: Callable[[], StreamClient],
+    count: int,
+    port: int,
+    *,
+    concurrency: int = 100,
+    timeout_s: float = 10.0,
+) -> tuple[list[StreamClient], int]:
+    """Open `count` StreamClients and wait for each response head.
+
+    Returns (clients whose head was 200, number that failed). At most
+    `concurrency` connections are in their handshake at once, which keeps the
+    server's accept backlog from overflowing (overflow costs 1 s SYN retries).
+    """
+    loop = asyncio.get_running_loop()
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one() -> StreamClient | None:
+        async with gate:
+            proto: StreamClient | None = None
+            try:
+                async with asyncio.timeout(timeout_s):
+                    _, proto = await loop.create_connection(factory, HOST, port)
+                    if await proto.head == 200:
+                        return proto
+            except (OSError, TimeoutError):
+                pass
+            if proto is not None and proto.transport is not None:
+                proto.transport.abort()
+            return None
+
+    results = await asyncio.gather(*(one() for _ in range(count)))
+    ok = [p for p in results if p is not None]
+    return ok, count - len(ok)
+
+
+async def close_clients(clients: Iterable[StreamClient], timeout_s: float = 5.0) -> None:
+    """Close every client's connection and wait (bounded) until they are gone."""
+    clients = list(clients)
+    for c in clients:
+        if c.transport is not None:
+            c.transport.close()
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(timeout_s):
+            await asyncio.gather(*(c.closed for c in clients))
+
+
+class HttpConnection:
+    """A keep-alive HTTP/1.1 connection for request/response traffic (publishing).
+
+        async with HttpConnection(port) as conn:
+            status, body = await conn.request("POST", "/channels/x/events", b"hi")
+    """
+
+    def __init__(self, port: int, timeout_s: float = 5.0) -> None:
+        self.port = port
+        self.timeout_s = timeout_s
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+
+    async def __aenter__(self) -> HttpConnection:
+        async with asyncio.timeout(self.timeout_s):
+            self._reader, self._writer = await asyncio.open_connection(HOST, self.port)
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            with contextlib.suppress(OSError, TimeoutError):
+                async with asyncio.timeout(self.timeout_s):
+                    await self._writer.wait_closed()
+
+    def send(self, method: str, path: str, body: bytes = b"") -> None:
+        """Write one request (the caller then awaits response())."""
+        assert self._writer is not None
+        head = (
+            f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            f"Content-Type: text/plain; charset=utf-8\r\nContent-Length: {len(body)}\r\n\r\n"
+        )
+        self._writer.write(head.encode("latin-1") + body)
+
+    async def response(self) -> tuple[int, bytes]:
+        """Read one response: status and body (Content-Length or chunked)."""
+        assert self._reader is not None
+        reader = self._reader
+        async with asyncio.timeout(self.timeout_s):
+            head = await reader.readuntil(b"\r\n\r\n")
+            status = int(head.split(b" ", 2)[1])
+            lower = head.lower()
+            if b"\r\ntransfer-encoding: chunked" in lower:
+                decoder, parts = ChunkedDecoder(), []
+                while not decoder.done:
+                    chunk = await reader.read(65536)
+                    if not chunk:
+                        raise ConnectionError("connection closed inside a chunked body")
+                    parts.append(decoder.feed(chunk))
+                return status, b"".join(parts)
+            marker = lower.find(b"\r\ncontent-length:")
+            if marker < 0:
+                return status, b""
+            length = int(lower[marker + 17 : lower.index(b"\r\n", marker + 2)])
+            return status, await reader.readexactly(length)
+
+    async def request(self, method: str, path: str, body: bytes = b"") -> tuple[int, bytes]:
+        self.send(method, path, body)
+        return await self.response()

@@ -1,0 +1,347 @@
+"""A small HTTP/1.1 client on asyncio streams, for relaying an upstream API.
+
+    endpoint = Endpoint.parse("https://api.example/v1")
+    response = await request(endpoint, "POST", "/chat/completions", body=b"{...}",
+                             headers=[("Content-Type", "application/json")])
+    try:
+        while piece := await response.read():
+            ...
+    finally:
+        response.close()
+
+Strategy. One request per connection (``Connection: close``): the relay's
+requests are long streams, so a pool would save one loopback or TLS handshake
+per generation and add a class of stale-connection bugs. The response head and
+the body framing are parsed by pure helpers (bytes in, values out); the asyncio
+part only reads, each wait under its own deadline: connect (TCP and TLS), first
+byte (the whole response head), idle (each body read). A silent upstream
+therefore ends in an ``UpstreamError`` that the caller turns into a clean error
+for its client, never a hung stream. ``close()`` aborts the socket, so the
+upstream sees our client leave the moment it leaves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+__all__ = [
+    "ChunkedDecoder",
+    "Endpoint",
+    "UpstreamError",
+    "UpstreamResponse",
+    "parse_response_head",
+    "request",
+]
+
+MAX_HEAD_BYTES = 64 * 1024  # a response head larger than this is not an API we relay
+_READ_SIZE = 64 * 1024
+_MAX_CHUNK_LINE = 1024  # a chunk-size line (hex size plus extensions) longer than this is garbage
+
+
+class UpstreamError(Exception):
+    """The upstream failed us: unreachable, too slow, or not speaking HTTP/1.1.
+
+    ``status`` is what to answer our own client with (502, or 504 for timeouts)
+    and ``code`` a short machine-readable reason for its error body.
+    """
+
+    def __init__(self, message: str, status: int = 502, code: str = "upstream_error") -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+
+
+_default_ssl: ssl.SSLContext | None = None
+
+
+def _ssl_context() -> ssl.SSLContext:
+    global _default_ssl
+    if _default_ssl is None:  # loading the CA store costs milliseconds: once per process
+        _default_ssl = ssl.create_default_context()
+    return _default_ssl
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """Where the upstream lives.
+
+    >>> Endpoint.parse("http://127.0.0.1:8001")
+    Endpoint(scheme='http', host='127.0.0.1', port=8001, base_path='/v1')
+    >>> Endpoint.parse("https://api.example/openai/v1/").base_path
+    '/openai/v1'
+    """
+
+    scheme: str
+    host: str
+    port: int
+    base_path: str
+
+    @classmethod
+    def parse(cls, url: str) -> Endpoint:
+        """An OpenAI-style base URL; a URL with no path gets ``/v1`` as clients assume."""
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https"):
+            raise ValueError(f"upstream URL must be http:// or https://, got {url!r}")
+        if not parts.hostname:
+            raise ValueError(f"upstream URL has no host: {url!r}")
+        if parts.query or parts.fragment or parts.username:
+            raise ValueError(f"upstream URL must not carry a query, fragment or credentials: {url!r}")
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        path = parts.path.rstrip("/") or "/v1"
+        return cls(parts.scheme, parts.hostname, port, path)
+
+    @property
+    def authority(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        default = 443 if self.scheme == "https" else 80
+        return host if self.port == default else f"{host}:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"{self.scheme}://{self.authority}{self.base_path}"
+
+
+# -- pure: response head and body framing (RFC 9112) ---------------------------------
+
+
+def parse_response_head(head: bytes) -> tuple[int, list[tuple[str, str]]]:
+    """Status and headers (names lower-cased) of a head without its blank line.
+
+    >>> parse_response_head(b"HTTP/1.1 200 OK\\r\\nContent-Length: 2")
+    (200, [('content-length', '2')])
+    """
+    lines = head.split(b"\r\n")
+    status_line = lines[0].split(b" ", 2)
+    if len(status_line) < 2 or not status_line[0].startswith(b"HTTP/1."):
+        raise UpstreamError(f"upstream answered something that is not HTTP/1.1: {lines[0][:80]!r}",
+                            code="upstream_bad_response")
+    code = status_line[1]
+    if len(code) != 3 or not code.isdigit():
+        raise UpstreamError(f"upstream sent a bad status code {code[:10]!r}", code="upstream_bad_response")
+    headers = []
+    for line in lines[1:]:
+        name, colon, value = line.partition(b":")
+        if not colon or not name or name != name.strip():
+            raise UpstreamError(f"upstream sent a malformed header line {line[:80]!r}",
+                                code="upstream_bad_response")
+        headers.append((name.decode("latin-1").lower(), value.strip().decode("latin-1")))
+    return int(code), headers
+
+
+def _header(headers: list[tuple[str, str]], name: str) -> str | None:
+    for k, v in headers:
+        if k == name:
+            return v
+    return None
+
+
+def body_framing(method: str, status: int, headers: list[tuple[str, str]]) -> tuple[str, int]:
+    """("none" | "chunked" | "length" | "close", length) per RFC 9112 §6.3."""
+    if method == "HEAD" or status in (204, 304) or 100 <= status < 200:
+        return "none", 0
+    te = _header(headers, "transfer-encoding")
+    if te is not None:
+        if te.lower().rsplit(",", 1)[-1].strip() == "chunked":
+            return "chunked", 0
+        return "close", 0  # another final coding: the body runs until close (§6.3 item 4)
+    cl = _header(headers, "content-length")
+    if cl is not None:
+        values = {v.strip() for v in cl.split(",")}
+        if len(values) != 1 or not next(iter(values)).isdigit():
+            raise UpstreamError(f"upstream sent a bad Content-Length {cl[:40]!r}", code="upstream_bad_response")
+        return "length", int(values.pop())
+    return "close", 0
+
+
+class ChunkedDecoder:
+    """Incremental Transfer-Encoding: chunked decoder (RFC 9112 §7.1).
+
+    >>> d = ChunkedDecoder()
+    >>> d.feed(b"5\\r\\nhel"), d.feed(b"lo\\r\\n0\\r\\n\\r\\n"), d.done
+    (b'hel', b'lo', True)
+    """
+
+    __slots__ = ("done", "_buf", "_left", "_state")
+
+    def __init__(self) -> None:
+        self.done = False
+        self._buf = b""
+        self._left = 0  # payload bytes still due in the current chunk
+        self._state = 0  # 0 size line, 1 payload, 2 CRLF after payload, 3 trailer lines
+
+    def feed(self, data: bytes) -> bytes:
+        if self._buf:
+            data, self._buf = self._buf + data, b""
+        out: list[bytes] = []
+        pos, end = 0, len(data)
+        while pos < end and not self.done:
+            if self._state == 1:
+                take = min(self._left, end - pos)
+                out.append(data[pos : pos + take])
+                pos += take
+                self._left -= take
+                if not self._left:
+                    self._state = 2
+                continue
+            eol = data.find(b"\r\n", pos)
+            if eol < 0:
+                if end - pos > _MAX_CHUNK_LINE:
+                    raise UpstreamError("upstream sent a chunk line over 1 KiB", code="upstream_bad_response")
+                self._buf = data[pos:]
+                break
+            line = data[pos:eol]
+            pos = eol + 2
+            if self._state == 2:
+                if line:
+                    raise UpstreamError("upstream chunk data overran its size", code="upstream_bad_response")
+                self._state = 0
+            elif self._state == 0:
+                size_text = line.split(b";", 1)[0].strip()
+                try:
+                    size = int(size_text, 16)
+                except ValueError:
+                    size = -1
+                if size < 0 or not size_text or len(size_text) > 16:
+                    raise UpstreamError(f"upstream sent a bad chunk size {line[:20]!r}",
+                                        code="upstream_bad_response")
+                if size == 0:
+                    self._state = 3
+                else:
+                    self._left, self._state = size, 1
+            elif not line:  # state 3: the blank line after the trailers ends the message
+                self.done = True
+        return out[0] if len(out) == 1 else b"".join(out)
+
+
+# -- asyncio: one request, one connection ----------------------------------------------
+
+
+class UpstreamResponse:
+    """A response whose head has arrived; read the body with ``read()``, then ``close()``."""
+
+    __slots__ = ("status", "headers", "_reader", "_writer", "_framing", "_left", "_chunks", "_idle_s", "_done")
+
+    def __init__(
+        self,
+        status: int,
+        headers: list[tuple[str, str]],
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        framing: tuple[str, int],
+        idle_timeout_s: float,
+    ) -> None:
+        self.status = status
+        self.headers = headers
+        self._reader = reader
+        self._writer = writer
+        self._framing, self._left = framing
+        self._chunks = ChunkedDecoder() if self._framing == "chunked" else None
+        self._idle_s = idle_timeout_s
+        self._done = self._framing == "none" or (self._framing == "length" and self._left == 0)
+
+    def header(self, name: str) -> str | None:
+        return _header(self.headers, name.lower())
+
+    async def _read_raw(self) -> bytes:
+        try:
+            async with asyncio.timeout(self._idle_s):
+                return await self._reader.read(_READ_SIZE)
+        except TimeoutError:
+            raise UpstreamError(f"upstream sent nothing for {self._idle_s:g} s", 504,
+                                "upstream_idle_timeout") from None
+        except OSError as e:  # reset by the peer, TLS failure mid-body
+            raise UpstreamError(f"upstream connection failed mid-body: {e}", code="upstream_closed") from None
+
+    async def read(self) -> bytes:
+        """The next piece of body, b"" once it is complete. Raises UpstreamError if the
+        upstream stops mid-body or goes silent past the idle timeout."""
+        while not self._done:
+            data = await self._read_raw()
+            if self._framing == "close":
+                if not data:
+                    self._done = True
+                return data
+            if not data:
+                raise UpstreamError("upstream closed the connection mid-body", code="upstream_closed")
+            if self._chunks is not None:
+                payload = self._chunks.feed(data)
+                self._done = self._chunks.done
+            else:
+                payload = data[: self._left]
+                self._left -= len(payload)
+                self._done = self._left == 0
+            if payload:
+                return payload
+        return b""
+
+    async def read_all(self, limit: int) -> bytes:
+        parts, size = [], 0
+        while piece := await self.read():
+            size += len(piece)
+            if size > limit:
+                raise UpstreamError(f"upstream body over {limit} bytes", code="upstream_too_large")
+            parts.append(piece)
+        return b"".join(parts)
+
+    def close(self) -> None:
+        """Drop the connection now; an upstream still streaming sees us leave."""
+        self._writer.transport.abort()
+
+
+async def request(
+    endpoint: Endpoint,
+    method: str,
+    path: str,
+    *,
+    body: bytes = b"",
+    headers: list[tuple[str, str]] | None = None,
+    connect_timeout_s: float = 10.0,
+    first_byte_timeout_s: float = 60.0,
+    idle_timeout_s: float = 120.0,
+) -> UpstreamResponse:
+    """Send one request to ``endpoint.base_path + path``; return once its head is in."""
+    tls = _ssl_context() if endpoint.scheme == "https" else None
+    try:
+        async with asyncio.timeout(connect_timeout_s):
+            reader, writer = await asyncio.open_connection(
+                endpoint.host, endpoint.port, ssl=tls,
+                server_hostname=endpoint.host if tls else None, limit=MAX_HEAD_BYTES,
+            )
+    except TimeoutError:
+        raise UpstreamError(f"no connection to the upstream within {connect_timeout_s:g} s", 504,
+                            "upstream_connect_timeout") from None
+    except OSError as e:  # refused, unreachable, DNS, certificate
+        raise UpstreamError(f"cannot reach the upstream: {e}", code="upstream_unreachable") from None
+    try:
+        lines = [f"{method} {endpoint.base_path}{path} HTTP/1.1", f"Host: {endpoint.authority}"]
+        lines += [f"{k}: {v}" for k, v in headers or ()]
+        if body or method in ("POST", "PUT", "PATCH"):
+            lines.append(f"Content-Length: {len(body)}")
+        lines += ["Connection: close", "", ""]
+        writer.write("\r\n".join(lines).encode("latin-1") + body)
+        try:
+            async with asyncio.timeout(first_byte_timeout_s):
+                while True:
+                    head = await reader.readuntil(b"\r\n\r\n")
+                    status, response_headers = parse_response_head(head[:-4])
+                    if status >= 200 or status == 101:
+                        break  # 1xx interim responses (100, 103) precede the real one
+        except TimeoutError:
+            raise UpstreamError(f"upstream did not answer within {first_byte_timeout_s:g} s", 504,
+                                "upstream_timeout") from None
+        except asyncio.IncompleteReadError:
+            raise UpstreamError("upstream closed the connection without answering",
+                                code="upstream_closed") from None
+        except asyncio.LimitOverrunError:
+            raise UpstreamError(f"upstream response head over {MAX_HEAD_BYTES} bytes",
+                                code="upstream_bad_response") from None
+        except OSError as e:
+            raise UpstreamError(f"upstream connection failed: {e}", code="upstream_closed") from None
+        framing = body_framing(method, status, response_headers)
+        return UpstreamResponse(status, response_headers, reader, writer, framing, idle_timeout_s)
+    except BaseException:  # including cancellation: never leave the socket open
+        writer.transport.abort()
+        raise

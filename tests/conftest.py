@@ -1,0 +1,122 @@
+"""Fixtures: a real Server on 127.0.0.1:0 inside the test's event loop, and its test app."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+
+from sse_server import App, Config, PlainTextResponse, Request, Response, Server, StreamingResponse
+
+# Short enough that the timeout tests finish quickly, long enough that a busy CI
+# machine does not trip them during ordinary requests.
+FAST_CONFIG: dict[str, Any] = {
+    "host": "127.0.0.1",
+    "port": 0,
+    "head_timeout_s": 5.0,
+    "keepalive_timeout_s": 5.0,
+    "body_timeout_s": 5.0,
+    "shutdown_timeout_s": 3.0,
+}
+
+
+def make_app() -> App:
+    """The app the socket tests talk to; its events let tests see inside handlers."""
+    app = App()
+    state = app.state
+    for name in ("slow_entered", "slow_release", "slow_cancelled", "stream_started", "producer_cancelled",
+                 "producer_finally"):
+        state[name] = asyncio.Event()
+
+    @app.route("/healthz")
+    async def healthz(request: Request) -> Response:
+        return PlainTextResponse("ok\n")
+
+    @app.route("/echo", methods=["POST", "PUT"])
+    async def echo(request: Request) -> Response:
+        body = await request.body()
+        return Response(body, headers=[("X-Method", request.method)], content_type="application/octet-stream")
+
+    @app.route("/ignore", methods=["POST"])
+    async def ignore(request: Request) -> Response:
+        return PlainTextResponse("ignored\n")
+
+    @app.route("/items/{item_id}", methods=["GET", "DELETE"])
+    async def item(request: Request) -> Response:
+        return PlainTextResponse(f"{request.method} {request.path_params['item_id']}\n")
+
+    @app.route("/slow")
+    async def slow(request: Request) -> Response:
+        state["slow_entered"].set()
+        try:
+            await state["slow_release"].wait()
+        except asyncio.CancelledError:
+            state["slow_cancelled"].set()
+            raise
+        return PlainTextResponse("slow done\n")
+
+    @app.route("/boom")
+    async def boom(request: Request) -> Response:
+        raise RuntimeError("handler failed on purpose")
+
+    @app.route("/stream")
+    async def stream(request: Request) -> StreamingResponse:
+        n = int(request.query_param("n", "3") or 3)
+
+        async def body() -> AsyncIterator[bytes]:
+            for i in range(n):
+                yield f"part {i}\n".encode()
+
+        return StreamingResponse(body())
+
+    @app.route("/forever")
+    async def forever(request: Request) -> StreamingResponse:
+        async def body() -> AsyncIterator[bytes]:
+            try:
+                yield b"first\n"
+                state["stream_started"].set()
+                await asyncio.Event().wait()  # until cancelled
+                yield b"never\n"
+            except asyncio.CancelledError:
+                state["producer_cancelled"].set()
+                raise
+            finally:
+                state["producer_finally"].set()
+
+        return StreamingResponse(body())
+
+    return app
+
+
+StartServer = Callable[..., Awaitable[Server]]
+
+
+@pytest.fixture
+async def start_server() -> AsyncIterator[StartServer]:
+    """A factory: ``await start_server(app=None, **config)`` binds a server; all are shut down after."""
+    servers: list[Server] = []
+
+    async def start(app: App | None = None, **overrides: Any) -> Server:
+        server = Server(app or make_app(), Config(**{**FAST_CONFIG, **overrides}))
+        await server.start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        async with asyncio.timeout(15):
+            await server.shutdown()
+
+
+@pytest.fixture
+async def server(start_server: StartServer) -> Server:
+    """A server with the test app and FAST_CONFIG."""
+    return await start_server()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Browser tests run last: they are the slowest, and their synchronous driver
+    runs an event loop of its own that other tests must not share."""
+    items.sort(key=lambda item: "/tests/browser/" in str(item.fspath))

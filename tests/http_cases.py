@@ -1,0 +1,168 @@
+"""Request tables shared by the parser tests and the socket tests.
+
+HOSTILE maps malformed or smuggling-shaped requests to the status the server must
+answer with. Requests whose fault is in the body go to POST /echo, which reads it,
+so over a real socket the fault is met and answered too.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+KiB = 1024
+MiB = 1024 * KiB
+
+
+def req(line: bytes, *headers: bytes, body: bytes = b"") -> bytes:
+    """A request from its request line, header lines and body, joined with CRLF."""
+    return line + b"\r\n" + b"".join(h + b"\r\n" for h in headers) + b"\r\n" + body
+
+
+def post_chunked(body: bytes, *headers: bytes) -> bytes:
+    """A chunked POST to /echo with a hand-written (possibly broken) chunked body."""
+    return req(b"POST /echo HTTP/1.1", b"Host: t", b"Transfer-Encoding: chunked", *headers, body=body)
+
+
+def post_cl(length: bytes, *headers: bytes, body: bytes = b"hello") -> bytes:
+    """A POST to /echo with the given raw Content-Length value."""
+    return req(b"POST /echo HTTP/1.1", b"Host: t", b"Content-Length: " + length, *headers, body=body)
+
+
+def get(target: bytes = b"/healthz", *headers: bytes, version: bytes = b"HTTP/1.1") -> bytes:
+    """A GET with a Host header unless told otherwise."""
+    return req(b"GET " + target + b" " + version, *(headers or (b"Host: t",)))
+
+
+_MANY_HEADERS = [b"X-H%d: v" % i for i in range(101)]
+_BIG_HEADERS = [b"X-Big%d: " % i + b"a" * 1000 for i in range(70)]  # 70 KiB in 70 headers
+
+HOSTILE: list = [
+    # -- message framing: anything two parsers could disagree about -------------------
+    pytest.param(post_cl(b"5", b"Transfer-Encoding: chunked", body=b"0\r\n\r\n"), 400, id="cl-and-te"),
+    pytest.param(req(b"POST /echo HTTP/1.1", b"Host: t", b"Transfer-Encoding: chunked",
+                     b"Content-Length: 5", body=b"0\r\n\r\n"), 400, id="te-and-cl"),
+    pytest.param(post_cl(b"5, 6"), 400, id="cl-list-differs"),
+    pytest.param(post_cl(b"+5"), 400, id="cl-plus"),
+    pytest.param(post_cl(b"-1"), 400, id="cl-negative"),
+    pytest.param(post_cl(b" 0x5"), 400, id="cl-hex"),
+    pytest.param(post_cl(b"5.0"), 400, id="cl-decimal-point"),
+    pytest.param(post_cl(b"1_0"), 400, id="cl-underscore"),
+    pytest.param(post_cl(b""), 400, id="cl-empty"),
+    pytest.param(post_cl(b"\xb2"), 400, id="cl-superscript-digit"),
+    pytest.param(post_cl(b"5 5"), 400, id="cl-inner-space"),
+    pytest.param(req(b"POST /echo HTTP/1.1", b"Host: t", b"Content-Length: 5", b"Content-Length: 6",
+                     body=b"hello!"), 400, id="two-cl-differ"),
+    pytest.param(post_cl(b"99999999999999999999"), 413, id="cl-huge"),
+    pytest.param(post_cl(b"9" * 5000), 413, id="cl-5000-digits"),
+    pytest.param(post_cl(b"%d" % (MiB + 1)), 413, id="cl-over-limit"),
+    pytest.param(req(b"POST /echo HTTP/1.1", b"Host: t", b"Transfer-Encoding: gzip", body=b"x"), 400,
+                 id="te-gzip"),
+    pytest.param(req(b"POST /echo HTTP/1.1", b"Host: t", b"Transfer-Encoding: chunked, gzip"), 400,
+                 id="te-chunked-then-gzip"),
+    pytest.param(req(b"POST /echo HTTP/1.1", b"Host: t", b"Transfer-Encoding: chunked, chunked",
+                     body=b"0\r\n\r\n"), 400, id="te-chunked-twice"),
+    pytest.param(req(b"POST /echo HTTP/1.1", b"Host: t", b"Transfer-Encoding: chunked",
+                     b"Transfer-Encoding: chunked", body=b"0\r\n\r\n"), 400, id="te-header-twice"),
+    pytest.param(req(b"POST /echo HTTP/1.1", b"Host: t", b"Transfer-Encoding: gzip, chunked",
+                     body=b"0\r\n\r\n"), 501, id="te-gzip-chunked"),
+    pytest.param(req(b"POST /echo HTTP/1.1", b"Host: t", b"Transfer-Encoding: identity"), 400, id="te-identity"),
+    pytest.param(req(b"POST /echo HTTP/1.1", b"Host: t", b"Transfer-Encoding: xchunked"), 400, id="te-xchunked"),
+    pytest.param(req(b"POST /echo HTTP/1.1", b"Host: t", b"Transfer-Encoding:"), 400, id="te-empty"),
+    pytest.param(req(b"POST /echo HTTP/1.0", b"Transfer-Encoding: chunked", body=b"0\r\n\r\n"), 400,
+                 id="te-in-http10"),
+    pytest.param(req(b"POST /echo HTTP/1.1", b"Host: t", b"Transfer-Encoding : chunked",
+                     body=b"0\r\n\r\n"), 400, id="te-space-before-colon"),
+    # -- chunked bodies -----------------------------------------------------------------
+    pytest.param(post_chunked(b"0x5\r\nhello\r\n0\r\n\r\n"), 400, id="chunk-size-0x"),
+    pytest.param(post_chunked(b"-1\r\nhello\r\n0\r\n\r\n"), 400, id="chunk-size-negative"),
+    pytest.param(post_chunked(b"+5\r\nhello\r\n0\r\n\r\n"), 400, id="chunk-size-plus"),
+    pytest.param(post_chunked(b"5 junk\r\nhello\r\n0\r\n\r\n"), 400, id="chunk-size-junk"),
+    pytest.param(post_chunked(b"\r\nhello\r\n0\r\n\r\n"), 400, id="chunk-size-empty"),
+    pytest.param(post_chunked(b"fffffffffffffffffff\r\n"), 400, id="chunk-size-19-hex-digits"),
+    pytest.param(post_chunked(b"ffffffffffffffff\r\n"), 413, id="chunk-size-2**64"),
+    pytest.param(post_chunked(b"100001\r\n"), 413, id="chunk-over-limit"),
+    pytest.param(post_chunked(b"80000\r\n" + b"a" * 0x80000 + b"\r\n80001\r\n"), 413, id="chunks-sum-over-limit"),
+    pytest.param(post_chunked(b"5\r\nhelloXX\r\n0\r\n\r\n"), 400, id="chunk-without-crlf"),
+    pytest.param(post_chunked(b"5\nhello\r\n0\r\n\r\n"), 400, id="chunk-size-bare-lf"),
+    pytest.param(post_chunked(b"5;a=\x01\r\nhello\r\n0\r\n\r\n"), 400, id="chunk-ext-control"),
+    pytest.param(post_chunked(b"5\r\nhello\r\n0\r\nX-T: a\r\n b\r\n\r\n"), 400, id="trailer-obs-fold"),
+    pytest.param(post_chunked(b"5\r\nhello\r\n0\r\nno-colon\r\n\r\n"), 400, id="trailer-no-colon"),
+    pytest.param(post_chunked(b"5\r\nhello\r\n0\r\nX-T: a\x00b\r\n\r\n"), 400, id="trailer-nul"),
+    # -- line structure and characters --------------------------------------------------
+    pytest.param(req(b"GET /healthz HTTP/1.1", b"Host: t", b"X-A: a", b" folded"), 400, id="obs-fold-space"),
+    pytest.param(req(b"GET /healthz HTTP/1.1", b"Host: t", b"X-A: a", b"\tfolded"), 400, id="obs-fold-tab"),
+    pytest.param(req(b"GET /healthz HTTP/1.1", b"Host: t", b"X-A: a\rb"), 400, id="bare-cr-in-value"),
+    pytest.param(b"GET /healthz HTTP/1.1\rHost: t\r\n\r\n", 400, id="bare-cr-line-end"),
+    pytest.param(b"GET /healthz HTTP/1.1\nHost: t\n\n", 400, id="bare-lf-line-ends"),
+    pytest.param(b"GET /healthz HTTP/1.1\r\nHost: t\nX-A: b\r\n\r\n", 400, id="bare-lf-in-head"),
+    pytest.param(get(b"/a\x00b"), 400, id="nul-in-target"),
+    pytest.param(req(b"GET /healthz HTTP/1.1", b"Host: t", b"X-\x00A: b"), 400, id="nul-in-name"),
+    pytest.param(req(b"GET /healthz HTTP/1.1", b"Host: t", b"X-A: a\x00b"), 400, id="nul-in-value"),
+    pytest.param(req(b"GET /healthz HTTP/1.1", b"Host: t", b"X-A: a\x01b"), 400, id="ctl-in-value"),
+    pytest.param(req(b"GET /healthz HTTP/1.1", b"Host: t", b"X-A: a\x7fb"), 400, id="del-in-value"),
+    pytest.param(req(b"GET /healthz HTTP/1.1", b"Host: t", b"X-A: a\x1b[31m"), 400, id="esc-in-value"),
+    pytest.param(req(b"GET /healthz HTTP/1.1", b"Host: t", b"X\x01A: b"), 400, id="ctl-in-name"),
+    pytest.param(get(b"/a\x1bb"), 400, id="ctl-in-target"),
+    pytest.param(get(b"/a\x7fb"), 400, id="del-in-target"),
+    pytest.param(b"\r\n" * 9 + get(), 400, id="too-many-leading-blank-lines"),
+    # -- Host ---------------------------------------------------------------------------
+    pytest.param(b"GET /healthz HTTP/1.1\r\n\r\n", 400, id="host-missing-1.1"),
+    pytest.param(req(b"GET /healthz HTTP/1.1", b"Host: a", b"Host: b"), 400, id="host-twice"),
+    pytest.param(req(b"GET /healthz HTTP/1.1", b"Host: a", b"Host: a"), 400, id="host-twice-same"),
+    pytest.param(req(b"GET /healthz HTTP/1.0", b"Host: a", b"Host: b"), 400, id="host-twice-1.0"),
+    pytest.param(req(b"GET /healthz HTTP/1.1", b"Host: a b"), 400, id="host-with-space"),
+    pytest.param(req(b"GET /healthz HTTP/1.1", b"Host: caf\xc3\xa9"), 400, id="host-non-ascii"),
+    pytest.param(req(b"GET /healthz HTTP/1.1", b"Host : t"), 400, id="host-space-before-colon"),
+    # -- request line -------------------------------------------------------------------
+    pytest.param(get(b"/").replace(b"GET", b"G(T", 1), 400, id="method-paren"),
+    pytest.param(get(b"/").replace(b"GET", b"GE\"T", 1), 400, id="method-quote"),
+    pytest.param(get(b"/").replace(b"GET", b"G\xc9T", 1), 400, id="method-non-ascii"),
+    pytest.param(get(b"/").replace(b"GET", b"get", 1), 501, id="method-lowercase"),
+    pytest.param(get(b"/").replace(b"GET", b"BREW", 1), 501, id="method-unknown"),
+    pytest.param(req(b"CONNECT t:443 HTTP/1.1", b"Host: t:443"), 501, id="method-connect"),
+    pytest.param(get(version=b"HTTP/2.0"), 505, id="version-2.0"),
+    pytest.param(get(version=b"HTTP/3.0"), 505, id="version-3.0"),
+    pytest.param(get(version=b"HTTP/0.9"), 505, id="version-0.9"),
+    pytest.param(get(version=b"HTTP/1"), 400, id="version-no-minor"),
+    pytest.param(get(version=b"HTTP/1.1.1"), 400, id="version-three-parts"),
+    pytest.param(get(version=b"HTTP/11.1"), 400, id="version-two-digit-major"),
+    pytest.param(get(version=b"http/1.1"), 400, id="version-lowercase"),
+    pytest.param(get(version=b"HTTP/1.x"), 400, id="version-letter"),
+    pytest.param(get(version=b"HTTP/1.1 "), 400, id="version-trailing-space"),
+    pytest.param(b"GET  /healthz HTTP/1.1\r\nHost: t\r\n\r\n", 400, id="request-line-double-space"),
+    pytest.param(b"GET\t/healthz\tHTTP/1.1\r\nHost: t\r\n\r\n", 400, id="request-line-tabs"),
+    pytest.param(b" GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n", 400, id="request-line-leading-space"),
+    pytest.param(b"GET\r\nHost: t\r\n\r\n", 400, id="request-line-method-only"),
+    pytest.param(b"GET /healthz\r\nHost: t\r\n\r\n", 400, id="request-line-no-version"),
+    pytest.param(get(b"/a b"), 400, id="target-with-space"),
+    pytest.param(get(b"/caf\xc3\xa9"), 400, id="target-non-ascii"),
+    pytest.param(get(b"/healthz#frag"), 400, id="target-fragment"),
+    pytest.param(get(b"healthz"), 400, id="target-no-slash"),
+    pytest.param(get(b"*"), 400, id="target-asterisk-not-options"),
+    pytest.param(get(b"ftp://t/healthz"), 400, id="target-absolute-ftp"),
+    pytest.param(get(b"http://[::1/healthz"), 400, id="target-absolute-bad-ipv6"),
+    pytest.param(get(b"http:///healthz"), 400, id="target-absolute-no-authority"),
+    pytest.param(get(b"http://t/healthz#frag"), 400, id="target-absolute-fragment"),
+    # -- header lines -------------------------------------------------------------------
+    pytest.param(req(b"GET /healthz HTTP/1.1", b"Host: t", b"no-colon-here"), 400, id="header-without-colon"),
+    pytest.param(req(b"GET /healthz HTTP/1.1", b"Host: t", b": empty-name"), 400, id="header-empty-name"),
+    pytest.param(req(b"GET /healthz HTTP/1.1", b"Host: t", b"X A: b"), 400, id="header-name-space"),
+    pytest.param(req(b"GET /healthz HTTP/1.1", b"Host: t", b"X-A\t: b"), 400, id="header-name-tab-before-colon"),
+    pytest.param(req(b"GET /healthz HTTP/1.1", b"Host: t", b"X(A): b"), 400, id="header-name-paren"),
+    pytest.param(req(b"GET /healthz HTTP/1.1", b"Host: t", b"X-\xe9: b"), 400, id="header-name-non-ascii"),
+    pytest.param(req(b"POST /echo HTTP/1.1", b"Host: t", b"Content-Length: 5", b"Expect: 200-ok",
+                     body=b"hello"), 417, id="expect-unknown"),
+    # -- limits -------------------------------------------------------------------------
+    pytest.param(get(b"/" + b"a" * (8 * KiB)), 414, id="request-line-over-8KiB"),
+    pytest.param(b"GET /" + b"a" * (9 * KiB), 414, id="request-line-never-ends"),
+    pytest.param(req(b"GET /healthz HTTP/1.1", b"Host: t", *_MANY_HEADERS), 431, id="101-headers"),
+    pytest.param(req(b"GET /healthz HTTP/1.1", b"Host: t", b"X-A: " + b"a" * (64 * KiB)), 431,
+                 id="one-header-over-64KiB"),
+    pytest.param(req(b"GET /healthz HTTP/1.1", b"Host: t", *_BIG_HEADERS), 431, id="header-block-over-64KiB"),
+]
+
+# Valid neighbours of the limits above: the same shapes one step inside.
+AT_LIMITS: list = [
+    pytest.param(get(b"/" + b"a" * (8 * KiB - len(b"GET / HTTP/1.1"))), id="request-line-exactly-8KiB"),
+    pytest.param(req(b"GET /healthz HTTP/1.1", b"Host: t", *_MANY_HEADERS[:99]), id="100-headers"),
+]

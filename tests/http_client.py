@@ -1,0 +1,103 @@
+"""A deliberately small HTTP/1.1 client over raw asyncio streams, for the socket tests.
+
+It reads exactly what the server sent: status line, headers, and a body framed by
+Content-Length, chunked coding (keeping each chunk) or the end of the connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Reply:
+    status: int
+    reason: str
+    headers: list[tuple[str, str]]  # names lower-cased
+    body: bytes = b""
+    chunks: list[bytes] | None = None  # set when the body was chunked
+    trailer_bytes: bytes = b""
+    raw_head: bytes = field(default=b"", repr=False)
+
+    def header(self, name: str) -> str | None:
+        name = name.lower()
+        for k, v in self.headers:
+            if k == name:
+                return v
+        return None
+
+    def header_all(self, name: str) -> list[str]:
+        return [v for k, v in self.headers if k == name.lower()]
+
+
+async def read_head(reader: asyncio.StreamReader) -> Reply:
+    """Read a status line and header block (raises IncompleteReadError at EOF)."""
+    raw = await reader.readuntil(b"\r\n\r\n")
+    lines = raw[:-4].decode("latin-1").split("\r\n")
+    version, status, reason = (lines[0].split(" ", 2) + [""])[:3]
+    assert version == "HTTP/1.1", lines[0]
+    headers = []
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        headers.append((name.strip().lower(), value.strip()))
+    return Reply(int(status), reason, headers, raw_head=raw)
+
+
+async def read_body(reader: asyncio.StreamReader, reply: Reply) -> Reply:
+    """Read the body the head announces: chunked, Content-Length, or until EOF."""
+    te = reply.header("transfer-encoding")
+    cl = reply.header("content-length")
+    if te is not None:
+        assert te == "chunked" and cl is None, reply.headers
+        chunks = []
+        while True:
+            size_line = await reader.readuntil(b"\r\n")
+            size = int(size_line[:-2].split(b";")[0], 16)
+            if size == 0:
+                trailer = await reader.readuntil(b"\r\n")
+                reply.trailer_bytes = trailer
+                break
+            data = await reader.readexactly(size + 2)
+            assert data[-2:] == b"\r\n"
+            chunks.append(data[:-2])
+        reply.chunks = chunks
+        reply.body = b"".join(chunks)
+    elif cl is not None:
+        reply.body = await reader.readexactly(int(cl))
+    else:
+        reply.body = await reader.read(-1)
+    return reply
+
+
+async def read_reply(reader: asyncio.StreamReader, *, head_request: bool = False) -> Reply:
+    """One whole response; a response to HEAD, a 1xx, 204 or 304 has no body."""
+    reply = await read_head(reader)
+    if head_request or reply.status < 200 or reply.status in (204, 304):
+        return reply
+    return await read_body(reader, reply)
+
+
+async def exchange(host: str, port: int, raw: bytes, *, head_request: bool = False) -> Reply:
+    """Open a connection, send raw, read one response, close."""
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        writer.write(raw)
+        await writer.drain()
+        return await read_reply(reader, head_request=head_request)
+    finally:
+        writer.close()
+        await _closed(writer)
+
+
+async def _closed(writer: asyncio.StreamWriter) -> None:
+    try:
+        await writer.wait_closed()
+    except ConnectionError:
+        pass
+
+
+async def close(writer: asyncio.StreamWriter) -> None:
+    """Close a client connection, ignoring a peer that already reset it."""
+    writer.close()
+    await _closed(writer)
