@@ -133,7 +133,7 @@ class Connection(asyncio.Protocol):
         if server.shutting_down or len(server.connections) >= server.config.max_connections:
             retry = "1" if server.shutting_down else "5"
             self._closing = True
-            self.transport.write(error_response_bytes(503, "server is at its connection limit", [("Retry-After", retry)]))
+            self.transport.write(self._error_bytes(503, "server is at its connection limit", [("Retry-After", retry)]))
             self.transport.close()
             return
         _configure_socket(transport.get_extra_info("socket"))
@@ -229,14 +229,14 @@ class Connection(asyncio.Protocol):
         self.deadline = 0.0
         if self.task is None and not self.parser.idle and self.parser.in_head:
             log.debug("request head from %s not complete in time", self.client)
-            self._write_and_close(error_response_bytes(408, "request head not received in time"))
+            self._write_and_close(self._error_bytes(408, "request head not received in time"))
         elif self.task is not None:
             # A request body that stopped arriving. If it was only being skipped after
             # the response went out, a 408 would read as the answer to the next request.
             if self._answered:
                 self._close()
             else:
-                self._write_and_close(error_response_bytes(408, "request body not received in time"))
+                self._write_and_close(self._error_bytes(408, "request body not received in time"))
             self.task.cancel()
         else:
             self._closing = True
@@ -255,7 +255,10 @@ class Connection(asyncio.Protocol):
         self.transport.close()
 
     def _fail(self, error: ProtocolError) -> None:
-        self._write_and_close(error_response_bytes(error.status, str(error)))
+        self._write_and_close(self._error_bytes(error.status, str(error)))
+
+    def _error_bytes(self, status: int, detail: str, extra: list[tuple[str, str]] | None = None) -> bytes:
+        return error_response_bytes(status, detail, [("Server", self.server.config.server_header), *(extra or ())])
 
     def _write_and_close(self, data: bytes) -> None:
         self._closing = True

@@ -7,6 +7,8 @@ so over a real socket the fault is met and answered too.
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
 KiB = 1024
@@ -166,3 +168,34 @@ AT_LIMITS: list = [
     pytest.param(get(b"/" + b"a" * (8 * KiB - len(b"GET / HTTP/1.1"))), id="request-line-exactly-8KiB"),
     pytest.param(req(b"GET /healthz HTTP/1.1", b"Host: t", *_MANY_HEADERS[:99]), id="100-headers"),
 ]
+
+CHUNKED_EXT_TRAILERS = req(
+    b"POST /upload HTTP/1.1", b"Host: t", b"Transfer-Encoding: chunked",
+    body=b'5;name=value\r\nhello\r\n6;a;b="q r"\r\n world\r\n0;last\r\nX-Trailer: t1\r\nX-Other:  t2 \r\n\r\n',
+)
+
+# Valid requests that the fuzz tests damage at random.
+FUZZ_SEEDS = [
+    get(b"/a?b=c"),
+    req(b"POST /echo HTTP/1.1", b"Host: t", b"Content-Length: 5", body=b"hello"),
+    CHUNKED_EXT_TRAILERS,
+    req(b"GET http://example.com/x HTTP/1.0", b"Connection: keep-alive", b"Expect: 100-continue"),
+]
+_FUZZ_BYTES = b"\x00\t\n\r \x7f\x80\xff:;,/?#%0aAzZ-" + b'"(){}[]<>@=\\'
+
+
+def mutate(rng: random.Random, raw: bytes) -> bytes:
+    """raw with one to four random deletions, insertions, replacements or duplications."""
+    data = bytearray(raw)
+    for _ in range(rng.randint(1, 4)):
+        pos = rng.randrange(len(data) + 1)
+        op = rng.randrange(4)
+        if op == 0 and data:
+            del data[pos : pos + rng.randint(1, 3)]
+        elif op == 1:
+            data[pos:pos] = bytes(rng.choice(_FUZZ_BYTES) for _ in range(rng.randint(1, 3)))
+        elif op == 2 and pos < len(data):
+            data[pos] = rng.choice(_FUZZ_BYTES)
+        else:
+            data[pos:pos] = data[pos : pos + rng.randint(1, 8)]  # duplicate a slice
+    return bytes(data)

@@ -92,7 +92,8 @@ async def exchange(host: str, port: int, raw: bytes, *, head_request: bool = Fal
 
 async def _closed(writer: asyncio.StreamWriter) -> None:
     try:
-        await writer.wait_closed()
+        async with asyncio.timeout(5):
+            await writer.wait_closed()
     except ConnectionError:
         pass
 

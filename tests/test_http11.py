@@ -22,7 +22,7 @@ from sse_server.http11 import (
     http_date,
 )
 
-from .http_cases import AT_LIMITS, HOSTILE, MiB, get, req
+from .http_cases import AT_LIMITS, CHUNKED_EXT_TRAILERS, FUZZ_SEEDS, HOSTILE, MiB, get, mutate, req
 
 END = "END"
 
@@ -97,11 +97,6 @@ def matches(actual: list[Any], expected: list[Any]) -> bool:
             return False
     return True
 
-
-CHUNKED_EXT_TRAILERS = req(
-    b"POST /upload HTTP/1.1", b"Host: t", b"Transfer-Encoding: chunked",
-    body=b'5;name=value\r\nhello\r\n6;a;b="q r"\r\n world\r\n0;last\r\nX-Trailer: t1\r\nX-Other:  t2 \r\n\r\n',
-)
 
 VALID: list[Any] = [
     pytest.param(get(), [H(method="GET", target="/healthz", path="/healthz", query="", version="1.1",
@@ -360,3 +355,31 @@ def test_http_date_is_imf_fixdate() -> None:
     """The Date value is an IMF-fixdate in GMT."""
     value = http_date().decode()
     assert value.endswith(" GMT") and len(value) == 29 and value[3:5] == ", "
+
+
+_ALLOWED_STATUSES = {400, 413, 414, 417, 431, 501, 505}
+
+
+def _outcome(result: list[Any]) -> tuple[list[Any], int | None]:
+    """(events, error status or None) of a parse."""
+    if result and isinstance(result[-1], tuple) and result[-1][0] == "error":
+        return result[:-1], result[-1][1]
+    return result, None
+
+
+def test_mutated_requests_only_ever_fail_with_a_client_error() -> None:
+    """Thousands of damaged requests parse, wait for more, or fail with 4xx/501/505 whole and split alike."""
+    # A request with several faults may be refused for a different one of them
+    # depending on where its bytes were cut (a NUL seen early versus a bad method
+    # seen once the head is complete): statuses must be allowed ones, while the
+    # events and the fact of failing must be identical.
+    rng = random.Random(9112)
+    for i in range(3000):
+        raw = mutate(rng, rng.choice(FUZZ_SEEDS))
+        events, status = _outcome(parse([raw]))
+        assert status is None or status in _ALLOWED_STATUSES, raw
+        for pieces in (random_split(raw, i), bytewise(raw)):
+            split_events, split_status = _outcome(parse(pieces))
+            assert split_events == events, raw
+            assert (split_status is None) == (status is None), raw
+            assert split_status is None or split_status in _ALLOWED_STATUSES, raw
