@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import resource
 import shutil
 import subprocess
 import sys
@@ -30,6 +31,7 @@ from collections import defaultdict
 from benchlib import (
     OUR_SERVER,
     Column,
+    CoreMeter,
     ServerFailed,
     ServerProcess,
     cpu_seconds,
@@ -38,6 +40,7 @@ from benchlib import (
     median,
     require_modules,
     select_servers,
+    warn_if_shared,
 )
 
 # Node's core http module: the reference for "what one event loop can do".
@@ -50,11 +53,12 @@ NODE_SERVER = (
 SERVERS: dict[str, tuple[str, ...]] = {
     "sse_server": OUR_SERVER,
     "uvicorn-h11": (
-        "{python}", "{peers}/starlette_app.py", "--port", "{port}", "--loop", "asyncio", "--http", "h11",
+        "{python}", "{peers}/starlette_app.py", "--port", "{port}",
+        "--loop", "asyncio", "--http", "h11",
     ),
     "uvicorn-httptools-uvloop": (
-        "{python}", "{peers}/starlette_app.py", "--port", "{port}", "--loop", "uvloop",
-        "--http", "httptools",
+        "{python}", "{peers}/starlette_app.py", "--port", "{port}",
+        "--loop", "uvloop", "--http", "httptools",
     ),
     "node-http": ("node", "-e", NODE_SERVER, "{port}"),
 }  # fmt: skip
@@ -62,7 +66,14 @@ BASELINE = "uvicorn-h11"
 
 WRK_RPS = re.compile(rb"Requests/sec:\s+([\d.]+)")
 WRK_NON_2XX = re.compile(rb"Non-2xx or 3xx responses:\s+(\d+)")
-WRK_SOCKET_ERRORS = re.compile(rb"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)")
+WRK_SOCKET_ERRORS = re.compile(
+    rb"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)"
+)
+
+
+def children_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)  # waited-for children: wrk runs
+    return usage.ru_utime + usage.ru_stime
 
 
 def run_wrk(port: int, *, duration_s: int, connections: int, cpu: int) -> tuple[float, int]:
@@ -79,14 +90,21 @@ def run_wrk(port: int, *, duration_s: int, connections: int, cpu: int) -> tuple[
     if done.returncode != 0 or rps is None:
         tail = (done.stderr or out).decode("utf-8", "replace").strip()[-300:]
         raise ServerFailed(f"wrk exited {done.returncode}: {tail}")
-    errors = sum(int(n) for m in (WRK_NON_2XX, WRK_SOCKET_ERRORS) if (found := m.search(out)) for n in found.groups())
+    errors = sum(
+        int(n)
+        for m in (WRK_NON_2XX, WRK_SOCKET_ERRORS)
+        if (found := m.search(out))
+        for n in found.groups()
+    )
     return float(rps.group(1)), errors
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=int, default=10, help="seconds per measured run")
-    parser.add_argument("--warmup", type=int, default=1, help="seconds of wrk before each run (0: none)")
+    parser.add_argument(
+        "--warmup", type=int, default=1, help="seconds of wrk before each run (0: none)"
+    )
     parser.add_argument("--connections", type=int, default=50)
     parser.add_argument("--repeats", type=int, default=3, help="interleaved runs per server")
     parser.add_argument("--only", action="append", help="server name (repeat or comma-separate)")
@@ -103,6 +121,7 @@ def main() -> None:
 
     rps: dict[str, list[float]] = defaultdict(list)
     cpu_pct: dict[str, list[float]] = defaultdict(list)
+    others: dict[str, list[float]] = defaultdict(list)  # CPU % of other processes on our CPUs
     errors: dict[str, int] = defaultdict(int)
     skipped: dict[str, str] = {}
     for rep in range(args.repeats):
@@ -112,25 +131,43 @@ def main() -> None:
             try:
                 with ServerProcess(name, template, cpu=args.server_cpu) as server:
                     if args.warmup > 0:
-                        run_wrk(server.port, duration_s=args.warmup, connections=args.connections, cpu=args.load_cpu)
-                    cpu_before = cpu_seconds(server.pid)
+                        run_wrk(
+                            server.port,
+                            duration_s=args.warmup,
+                            connections=args.connections,
+                            cpu=args.load_cpu,
+                        )
+                    cpu_before, wrk_before = cpu_seconds(server.pid), children_cpu_seconds()
+                    meter = CoreMeter([args.server_cpu, args.load_cpu])
                     value, errs = run_wrk(
-                        server.port, duration_s=args.duration, connections=args.connections, cpu=args.load_cpu
+                        server.port,
+                        duration_s=args.duration,
+                        connections=args.connections,
+                        cpu=args.load_cpu,
                     )
-                    cpu_pct[name].append(100 * (cpu_seconds(server.pid) - cpu_before) / args.duration)
+                    server_s = cpu_seconds(server.pid) - cpu_before
+                    wrk_s = children_cpu_seconds() - wrk_before
+                    cpu_pct[name].append(100 * server_s / args.duration)
+                    others[name].append(
+                        meter.foreign_pct({args.server_cpu: server_s, args.load_cpu: wrk_s})
+                    )
             except (ServerFailed, subprocess.SubprocessError) as exc:
                 skipped[name] = str(exc)
                 print(f"skipping {name}: {exc}", file=sys.stderr)
                 continue
             rps[name].append(value)
             errors[name] += errs
-            print(f"run {rep + 1}/{args.repeats} {name}: {value:,.0f} req/s, {errs} errors", file=sys.stderr)
+            print(
+                f"run {rep + 1}/{args.repeats} {name}: {value:,.0f} req/s, {errs} errors",
+                file=sys.stderr,
+            )
 
     rows = {
         name: {
             "rps": median(rps[name]),
             "runs": " / ".join(f"{v / 1000:.1f}k" for v in rps[name]),
             "cpu": median(cpu_pct[name]),
+            "others": max(others[name]),
             "errors": errors[name],
         }
         for name in servers
@@ -144,9 +181,11 @@ def main() -> None:
         Column("rps", "req/s (median)", "{:,.0f}", ratio=True),
         Column("runs", "runs"),
         Column("cpu", "server CPU %", "{:.0f}"),
+        Column("others", "others' CPU % (max)", "{:.0f}"),
         Column("errors", "errors", "{:d}"),
     ]
     print(markdown_table(rows, columns, baseline=BASELINE))
+    warn_if_shared(max((max(v) for v in others.values() if v), default=0.0))
     for name, reason in skipped.items():
         print(f"\nskipped {name}: {reason}")
 

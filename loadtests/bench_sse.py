@@ -43,14 +43,16 @@ import asyncio
 import json
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
 from benchlib import (
     OUR_SERVER,
     Column,
+    CoreMeter,
     HttpConnection,
+    ServerDidNotStart,
     ServerFailed,
     ServerProcess,
     SSEEventCounter,
@@ -68,6 +70,7 @@ from benchlib import (
     select_servers,
     settled,
     wait_for_count,
+    warn_if_shared,
 )
 
 SERVERS: dict[str, tuple[str, ...]] = {
@@ -97,7 +100,9 @@ async def measure_idle(server: ServerProcess, args: argparse.Namespace) -> Metri
 
     warm, _ = await open_clients(subscriber, WARM_SUBSCRIBERS, server.port)
     before = await settled(rss, tolerance=16)
-    clients, failed = await open_clients(subscriber, args.subscribers, server.port, timeout_s=args.timeout)
+    clients, failed = await open_clients(
+        subscriber, args.subscribers, server.port, timeout_s=args.timeout
+    )
     # Settled: within 64 KiB, or 1% of a 2 KiB-per-subscriber growth if larger.
     after = await settled(rss, tolerance=max(64, len(clients) * 0.02))
     await close_clients(warm + clients)
@@ -121,7 +126,7 @@ class FanoutStats:
 class FanoutSubscriber(StreamClient):
     """Counts `data:` lines; a data line holding an integer is a publish timestamp."""
 
-    __slots__ = ("stats", "_partial")
+    __slots__ = ("_partial", "stats")
 
     def __init__(self, request: bytes, stats: FanoutStats) -> None:
         super().__init__(request)
@@ -162,7 +167,10 @@ async def measure_fanout(server: ServerProcess, args: argparse.Namespace) -> Met
     request = StreamClient.get(path, SSE_HEADERS)
     stats = FanoutStats()
     clients, failed = await open_clients(
-        lambda: FanoutSubscriber(request, stats), args.fanout_subscribers, server.port, timeout_s=args.timeout
+        lambda: FanoutSubscriber(request, stats),
+        args.fanout_subscribers,
+        server.port,
+        timeout_s=args.timeout,
     )
     notes = [f"fanout: {failed} subscriptions failed"] if failed else []
     subscribers = len(clients)
@@ -179,7 +187,9 @@ async def measure_fanout(server: ServerProcess, args: argparse.Namespace) -> Met
                 await asyncio.sleep(0.1)
             if seen is not None and seen < subscribers:
                 notes.append(f"fanout: server saw {seen}/{subscribers} subscribers")
-            await wait_for_count(lambda: stats.other, subscribers, stall_s=3, timeout_s=args.timeout)
+            await wait_for_count(
+                lambda: stats.other, subscribers, stall_s=3, timeout_s=args.timeout
+            )
             await asyncio.sleep(0.2)
 
             cpu_before = cpu_seconds(server.pid)
@@ -227,7 +237,9 @@ class FirehoseClient(StreamClient):
 
 async def measure_firehose(server: ServerProcess, args: argparse.Namespace) -> Metrics:
     loop = asyncio.get_running_loop()
-    request = StreamClient.get(f"/firehose?n={args.firehose_events}&size={args.firehose_size}", SSE_HEADERS)
+    request = StreamClient.get(
+        f"/firehose?n={args.firehose_events}&size={args.firehose_size}", SSE_HEADERS
+    )
     client = FirehoseClient(request)
     cpu_before = cpu_seconds(server.pid)
     start = time.perf_counter()
@@ -248,14 +260,20 @@ async def measure_firehose(server: ServerProcess, args: argparse.Namespace) -> M
         metrics |= {"firehose_eps": events / (end - start), "firehose_us": cpu / events * 1e6}
     if client.ended_at is None or events != args.firehose_events:
         how = "timed out" if client.ended_at is None else "ended"
-        metrics["note"] = f"firehose: {how} after {events}/{args.firehose_events} events (HTTP {client.status})"
+        metrics["note"] = (
+            f"firehose: {how} after {events}/{args.firehose_events} events (HTTP {client.status})"
+        )
     return metrics
 
 
 # ------------------------------------------------------------------------------ main
 
-Part = Callable[[ServerProcess, argparse.Namespace], Awaitable[Metrics]]
-PARTS: dict[str, Part] = {"idle": measure_idle, "fanout": measure_fanout, "firehose": measure_firehose}
+Part = Callable[[ServerProcess, argparse.Namespace], Coroutine[Any, Any, Metrics]]
+PARTS: dict[str, Part] = {
+    "idle": measure_idle,
+    "fanout": measure_fanout,
+    "firehose": measure_firehose,
+}
 
 COLUMNS = [
     Column("idle_kib", "idle KiB/sub", "{:.1f}", ratio=True),
@@ -266,6 +284,7 @@ COLUMNS = [
     Column("firehose_eps", "firehose events/s", "{:,.0f}", ratio=True),
     Column("firehose_us", "firehose us/event", "{:.1f}"),
     Column("rss_mib", "RSS at start MiB", "{:.1f}"),
+    Column("others", "others' CPU % (max)", "{:.0f}"),
     Column("note", "notes"),
 ]
 
@@ -282,23 +301,33 @@ def client_runner() -> asyncio.Runner:
 def run_part(name: str, template: tuple[str, ...], part: Part, args: argparse.Namespace) -> Metrics:
     """Start a fresh server, run one part against it, stop it. ServerFailed if it breaks."""
     with ServerProcess(name, template, cpu=args.server_cpu) as server, client_runner() as runner:
+        meter = CoreMeter([args.server_cpu, args.load_cpu])
+        server_before, client_before = cpu_seconds(server.pid), time.process_time()
         try:
             metrics = runner.run(part(server, args))
         except (OSError, TimeoutError, asyncio.IncompleteReadError, ValueError) as exc:
             raise ServerFailed(f"{type(exc).__name__}: {exc}") from exc
         if not server.alive():
             raise ServerFailed(f"exited during the run: {server.log_tail()}")
-        return metrics
+        own = {
+            args.server_cpu: cpu_seconds(server.pid) - server_before,
+            args.load_cpu: time.process_time() - client_before,
+        }
+        return metrics | {"others": meter.foreign_pct(own)}
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--subscribers", type=int, default=2000, help="idle subscribers (K)")
-    parser.add_argument("--fanout-subscribers", type=int, default=1000, help="fan-out subscribers (S)")
+    parser.add_argument(
+        "--fanout-subscribers", type=int, default=1000, help="fan-out subscribers (S)"
+    )
     parser.add_argument("--events", type=int, default=50, help="events published in fan-out (E)")
     parser.add_argument("--rate", type=float, default=10.0, help="fan-out publishes per second")
     parser.add_argument("--firehose-events", type=int, default=200_000)
-    parser.add_argument("--firehose-size", type=int, default=64, help="bytes of data per firehose event")
+    parser.add_argument(
+        "--firehose-size", type=int, default=64, help="bytes of data per firehose event"
+    )
     parser.add_argument("--timeout", type=float, default=120.0, help="cap on any one wait, seconds")
     parser.add_argument("--only", action="append", help="server name (repeat or comma-separate)")
     for part in PARTS:
@@ -311,7 +340,10 @@ def parse_args() -> argparse.Namespace:
 def main() -> None:
     args = parse_args()
     servers = select_servers(SERVERS, args.only)
-    peer_modules = {"starlette": ["uvicorn", "starlette", "sse_starlette"], "aiohttp": ["aiohttp", "aiohttp_sse"]}
+    peer_modules = {
+        "starlette": ["uvicorn", "starlette", "sse_starlette"],
+        "aiohttp": ["aiohttp", "aiohttp_sse"],
+    }
     require_modules(m for name in servers for m in peer_modules.get(name, []))
     parts = {name: fn for name, fn in PARTS.items() if not getattr(args, f"skip_{name}")}
     pin_self(args.load_cpu)
@@ -327,13 +359,17 @@ def main() -> None:
             print(f"{name}: {part_name} ...", file=sys.stderr, flush=True)
             try:
                 metrics = run_part(name, template, part, args)
+            except ServerDidNotStart as exc:
+                notes.append(str(exc))
+                print(f"skipping {name}: {exc}", file=sys.stderr)
+                break
             except ServerFailed as exc:  # note it and go on: other parts may work
                 notes.append(f"{part_name} failed: {exc}")
                 print(f"{name}: {part_name} failed: {exc}", file=sys.stderr)
                 continue
             if note := metrics.pop("note", None):
                 notes.append(note)
-            row.setdefault("rss_mib", metrics.pop("rss_mib", None))
+            metrics["others"] = max(metrics["others"], row.get("others", 0.0))
             row |= metrics
             print(f"{name}: {part_name}: {format_metrics(metrics)}", file=sys.stderr, flush=True)
         if any(value is not None for value in row.values()):
@@ -341,18 +377,31 @@ def main() -> None:
         else:
             skipped[name] = "; ".join(notes)
 
-    print(
-        f"\nSSE: idle K={args.subscribers}; fan-out S={args.fanout_subscribers} E={args.events} "
-        f"at {args.rate:g}/s; firehose n={args.firehose_events} size={args.firehose_size}; "
-        f"server on CPU {args.server_cpu}, load on CPU {args.load_cpu}\n"
-    )
+    print(f"\n{describe(args, parts)}\n")
     print(markdown_table(rows, COLUMNS, baseline=BASELINE))
+    warn_if_shared(max((row.get("others", 0.0) for row in rows.values()), default=0.0))
     for name, reason in skipped.items():
         print(f"\nskipped {name}: {reason}")
 
 
+def describe(args: argparse.Namespace, parts: dict[str, Part]) -> str:
+    """One line saying what was measured, for the table's caption."""
+    what = {
+        "idle": f"idle K={args.subscribers}",
+        "fanout": f"fan-out S={args.fanout_subscribers} E={args.events} at {args.rate:g}/s",
+        "firehose": f"firehose n={args.firehose_events} size={args.firehose_size}",
+    }
+    return (
+        "SSE: "
+        + "; ".join(what[p] for p in parts)
+        + f"; server on CPU {args.server_cpu}, load on CPU {args.load_cpu}"
+    )
+
+
 def format_metrics(metrics: Metrics) -> str:
-    return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items())
+    return ", ".join(
+        f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()
+    )
 
 
 if __name__ == "__main__":

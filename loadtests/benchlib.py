@@ -38,26 +38,29 @@ from pathlib import Path
 from typing import Any, cast
 
 __all__ = [
+    "HOST",
     "LOADTESTS_DIR",
     "OUR_SERVER",
     "PEERS_DIR",
     "REPO_ROOT",
     "ChunkedDecoder",
     "Column",
+    "CoreMeter",
     "HttpConnection",
-    "PatternCounter",
     "SSEEventCounter",
+    "ServerDidNotStart",
     "ServerFailed",
     "ServerProcess",
     "StreamClient",
     "close_clients",
+    "core_busy_seconds",
     "cpu_seconds",
     "exit_on_sigterm",
     "free_port",
+    "line_ending",
     "markdown_table",
     "median",
     "open_clients",
-    "line_ending",
     "percentile",
     "pin_self",
     "raise_nofile_limit",
@@ -66,6 +69,7 @@ __all__ = [
     "select_servers",
     "settled",
     "wait_for_count",
+    "warn_if_shared",
 ]
 
 LOADTESTS_DIR = Path(__file__).resolve().parent
@@ -89,7 +93,9 @@ def require_modules(modules: Iterable[str]) -> None:
     """Exit with an install hint if a peer package the benchmark needs is missing."""
     missing = [m for m in modules if importlib.util.find_spec(m) is None]
     if missing:
-        sys.exit(f"missing benchmark peers: {', '.join(missing)}\ninstall them with: {PEER_INSTALL_HINT}")
+        sys.exit(
+            f"missing benchmark peers: {', '.join(missing)}\ninstall them with: {PEER_INSTALL_HINT}"
+        )
 
 
 def exit_on_sigterm() -> None:
@@ -109,7 +115,10 @@ def raise_nofile_limit(needed: int) -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
     soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
     if soft != resource.RLIM_INFINITY and soft < needed:
-        print(f"warning: open-file limit {soft} < {needed} sockets needed; raise ulimit -n", file=sys.stderr)
+        print(
+            f"warning: open-file limit {soft} < {needed} sockets needed; raise ulimit -n",
+            file=sys.stderr,
+        )
 
 
 def pin_self(cpu: int) -> None:
@@ -137,11 +146,15 @@ def free_port() -> int:
     """A port nothing listens on right now (bind to 0, read it, release it)."""
     with socket.socket() as s:
         s.bind((HOST, 0))
-        return s.getsockname()[1]
+        return int(s.getsockname()[1])
 
 
 class ServerFailed(Exception):
-    """A server under test did not come up (or died); the benchmark skips it."""
+    """A server under test misbehaved (did not come up, died, answered wrongly)."""
+
+
+class ServerDidNotStart(ServerFailed):
+    """The server's command did not bring up a /healthz that answers 200."""
 
 
 def _render(template: Sequence[str], port: int) -> list[str]:
@@ -162,8 +175,8 @@ class ServerProcess:
             ... server.port, server.pid ...
 
     Entering waits for GET /healthz to answer 200 (bounded tries) and raises
-    ServerFailed otherwise; leaving stops the whole process group (SIGTERM,
-    then SIGKILL after a grace period).
+    ServerDidNotStart otherwise; leaving stops the whole process group
+    (SIGTERM, then SIGKILL after a grace period).
     """
 
     def __init__(
@@ -180,7 +193,7 @@ class ServerProcess:
         self.argv = ["taskset", "-c", str(cpu), *_render(template, self.port), *extra_args]
         self.health_tries = health_tries
         self.proc: subprocess.Popen[bytes] | None = None
-        self._log = tempfile.TemporaryFile()
+        self._log = tempfile.TemporaryFile()  # noqa: SIM115 - outlives __init__; closed in stop()
 
     @property
     def pid(self) -> int:
@@ -202,7 +215,7 @@ class ServerProcess:
             )
         except OSError as exc:
             self._log.close()
-            raise ServerFailed(f"{self.name}: cannot start {self.argv[3]!r}: {exc}") from exc
+            raise ServerDidNotStart(f"{self.name}: cannot start {self.argv[3]!r}: {exc}") from exc
         try:
             self._wait_healthy()
         except BaseException:
@@ -217,14 +230,14 @@ class ServerProcess:
         assert self.proc is not None
         for _ in range(self.health_tries):
             if self.proc.poll() is not None:
-                raise ServerFailed(
+                raise ServerDidNotStart(
                     f"{self.name}: exited with {self.proc.returncode} before /healthz answered: "
                     f"{self.log_tail()}"
                 )
             if _healthz_ok(self.port, timeout_s=0.5):
                 return
             time.sleep(0.1)
-        raise ServerFailed(
+        raise ServerDidNotStart(
             f"{self.name}: /healthz did not answer 200 after {self.health_tries} tries: "
             f"{self.log_tail()}"
         )
@@ -241,23 +254,35 @@ class ServerProcess:
         return self.proc is not None and self.proc.poll() is None
 
     def stop(self, grace_s: float = 5.0) -> None:
-        """Stop the server's process group: SIGTERM, wait, then SIGKILL."""
+        """Stop the server's process group: SIGTERM, wait (bounded), then SIGKILL.
+
+        The leader is reaped only after the group has been killed: while it is
+        an unreaped zombie its pid, and so the group id, cannot be reused, so
+        the signals never reach anybody else's processes.
+        """
         proc = self.proc
         if proc is not None and proc.returncode is None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=grace_s)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=grace_s)
-        # Children that outlived the leader (none expected) go with the group.
-        if proc is not None:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, signal.SIGKILL)
+            deadline = time.monotonic() + grace_s
+            for _ in range(int(grace_s / 0.05) + 1):
+                if _exited_unreaped(proc.pid) or time.monotonic() > deadline:
+                    break
+                time.sleep(0.05)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)  # a leader that ignored SIGTERM, stray children
+            proc.wait(timeout=grace_s)
         if not self._log.closed:
             self._log.close()
+
+
+def _exited_unreaped(pid: int) -> bool:
+    """Whether our child has exited, without reaping it (WNOWAIT)."""
+    try:
+        info = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+    except ChildProcessError:
+        return True
+    return info is not None
 
 
 def _healthz_ok(port: int, timeout_s: float) -> bool:
@@ -293,6 +318,56 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def core_busy_seconds() -> list[float]:
+    """Seconds each CPU has spent busy (user, nice, system, steal), from /proc/stat."""
+    busy = []
+    with open("/proc/stat", "rb") as f:
+        for line in f:
+            name, *fields = line.split()
+            if not name.startswith(b"cpu") or name == b"cpu":
+                continue
+            user, nice, system, _idle, _iowait, _irq, _softirq, steal = map(int, fields[:8])
+            busy.append((user + nice + system + steal) / CLK_TCK)
+    return busy
+
+
+class CoreMeter:
+    """How busy the benchmark's CPUs were with work that was not ours.
+
+    The machine may be shared: busy time on a pinned CPU beyond what the server
+    and the load generator used there belongs to someone else, and the figures
+    of that run are worth less.
+
+        meter = CoreMeter([0, 1])
+        ...
+        meter.foreign_pct({0: server_cpu_s, 1: client_cpu_s})  # -> e.g. 3.0
+    """
+
+    def __init__(self, cpus: Sequence[int]) -> None:
+        self.cpus = list(cpus)
+        self._start = time.monotonic()
+        self._busy = core_busy_seconds()
+
+    def foreign_pct(self, own_s: Mapping[int, float]) -> float:
+        """Largest share of wall time (%) any of the CPUs spent outside own_s[cpu]."""
+        wall = time.monotonic() - self._start
+        busy = core_busy_seconds()
+        if wall <= 0 or max(self.cpus) >= len(busy):
+            return 0.0
+        return max(
+            100 * max(0.0, busy[c] - self._busy[c] - own_s.get(c, 0.0)) / wall for c in self.cpus
+        )
+
+
+def warn_if_shared(foreign_pct: float, threshold_pct: float = 10.0) -> None:
+    """Print a warning under a table when other processes used the benchmark's CPUs."""
+    if foreign_pct > threshold_pct:
+        print(
+            f"\nwarning: other processes used up to {foreign_pct:.0f}% of a benchmark CPU; "
+            "these figures are disturbed, rerun on an idle machine"
+        )
+
+
 # ------------------------------------------------------------------------ statistics
 
 
@@ -309,7 +384,12 @@ def percentile(sorted_values: Sequence[float], q: float) -> float:
 
 
 async def wait_for_count(
-    count: Callable[[], int], target: int, *, stall_s: float, timeout_s: float, interval_s: float = 0.05
+    count: Callable[[], int],
+    target: int,
+    *,
+    stall_s: float,
+    timeout_s: float,
+    interval_s: float = 0.05,
 ) -> bool:
     """Poll count() until it reaches target; give up after stall_s without progress
     or timeout_s in all. Returns whether target was reached."""
@@ -329,14 +409,22 @@ async def wait_for_count(
 
 
 async def settled(
-    read: Callable[[], float], *, window: int = 4, tolerance: float, interval_s: float = 0.25, timeout_s: float = 15.0
+    read: Callable[[], float],
+    *,
+    window: int = 4,
+    tolerance: float,
+    interval_s: float = 0.25,
+    timeout_s: float = 15.0,
 ) -> float:
     """Poll read() until `window` consecutive readings lie within `tolerance` of each
     other (or timeout_s passes); returns the last reading. For RSS after a burst of
     connections, which keeps moving while the server finishes setting them up."""
     readings = [read()]
     for _ in range(int(timeout_s / interval_s)):
-        if len(readings) >= window and max(readings[-window:]) - min(readings[-window:]) <= tolerance:
+        if (
+            len(readings) >= window
+            and max(readings[-window:]) - min(readings[-window:]) <= tolerance
+        ):
             break
         await asyncio.sleep(interval_s)
         readings.append(read())
@@ -387,8 +475,10 @@ def markdown_table(
             cells.append(_cell(value, col.fmt))
             if col.ratio and baseline:
                 ref = base.get(col.key)
-                ok = isinstance(value, (int, float)) and isinstance(ref, (int, float)) and ref
-                cells.append(f"{value / ref:.2f}x" if ok else "-")
+                if isinstance(value, (int, float)) and isinstance(ref, (int, float)) and ref:
+                    cells.append(f"{value / ref:.2f}x")
+                else:
+                    cells.append("-")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -404,7 +494,7 @@ class ChunkedDecoder:
     there for our purposes.
     """
 
-    __slots__ = ("done", "_buf", "_left", "_skip")
+    __slots__ = ("_buf", "_left", "_skip", "done")
 
     def __init__(self) -> None:
         self.done = False
@@ -446,28 +536,6 @@ class ChunkedDecoder:
         return out[0] if len(out) == 1 else b"".join(out)
 
 
-class PatternCounter:
-    """Counts occurrences of a byte pattern in a stream fed in arbitrary pieces.
-
-    A match may straddle two pieces: the last len(pattern)-1 bytes are kept and
-    the junction is searched separately, so every match is counted once.
-    """
-
-    __slots__ = ("pattern", "count", "_tail")
-
-    def __init__(self, pattern: bytes) -> None:
-        self.pattern = pattern
-        self.count = 0
-        self._tail = b""
-
-    def feed(self, data: bytes) -> None:
-        keep = len(self.pattern) - 1
-        if self._tail:
-            self.count += (self._tail + data[:keep]).count(self.pattern)
-        self.count += data.count(self.pattern)
-        self._tail = (self._tail + data)[-keep:] if len(data) < keep else data[-keep:]
-
-
 def line_ending(buf: bytes) -> bytes | None:
     """The line ending a stream uses, from its first one; None if not decidable yet.
 
@@ -482,40 +550,59 @@ def line_ending(buf: bytes) -> bytes | None:
 
 
 class SSEEventCounter:
-    """Counts SSE events in a (de-chunked) body fed in arbitrary pieces.
+    """Counts the SSE events in a (de-chunked) body fed in arbitrary pieces.
 
-    An event is a block ended by a blank line; blocks that start with ":" are
-    comments (heartbeats) and are not counted. The line ending is taken from
-    the stream's first line, so the count is two byte-pattern counts (C speed)
-    that hold across piece boundaries. Assumes a comment never shares a block
-    with fields, which is how servers send heartbeats.
+    An event is a block ended by a blank line that holds at least one data line
+    (WHATWG: a block without data dispatches nothing, e.g. a heartbeat comment
+    or a lone retry:). The line ending is taken from the stream's first line.
+    Only complete blocks are counted; the unfinished tail waits for the next
+    piece, so a block split across reads counts once.
+
+    Fast path (two C-level byte counts per field name): when every line of a
+    piece's complete blocks is an id:, event: or data: line and there are as
+    many data lines as blocks, each block is one event. Anything else (comments,
+    retry:, multi-line data) splits the blocks and checks them one by one. The
+    fast path would miscount only a block of nothing but id:/event: lines read
+    together with a multi-line data block, which no server sends.
     """
 
-    __slots__ = ("_pending", "_ends", "_comments", "_leading_comment")
+    __slots__ = ("_rest", "_sep", "events")
 
     def __init__(self) -> None:
-        self._pending = b""
-        self._ends: PatternCounter | None = None
-        self._comments: PatternCounter | None = None
-        self._leading_comment = 0
+        self.events = 0
+        self._rest = b""
+        self._sep: bytes | None = None
 
     def feed(self, data: bytes) -> None:
-        if self._ends is None or self._comments is None:
-            self._pending += data
-            sep = line_ending(self._pending[:65536]) or (b"\n" if len(self._pending) > 65536 else None)
-            if sep is None:
+        buf = self._rest + data if self._rest else data
+        if self._sep is None:
+            self._sep = line_ending(buf[:65536]) or (b"\n" if len(buf) > 65536 else None)
+            if self._sep is None:
+                self._rest = buf
                 return
-            data, self._pending = self._pending, b""
-            self._ends, self._comments = PatternCounter(sep * 2), PatternCounter(sep * 2 + b":")
-            self._leading_comment = int(data.startswith(b":"))
-        self._ends.feed(data)
-        self._comments.feed(data)
-
-    @property
-    def events(self) -> int:
-        if self._ends is None or self._comments is None:
-            return 0
-        return self._ends.count - self._comments.count - self._leading_comment
+        sep = self._sep
+        blank = sep * 2
+        end = buf.rfind(blank)
+        if end < 0:
+            self._rest = buf
+            return
+        end += len(blank)
+        self._rest = buf[end:]
+        blocks = buf.count(blank, 0, end)
+        data_line = sep + b"data:"
+        data_lines = buf.count(data_line, 0, end) + buf.startswith(b"data:")
+        nonblank_lines = buf.count(sep, 0, end) - blocks
+        plain_lines = (
+            data_lines + buf.count(sep + b"id:", 0, end) + buf.startswith((b"id:", b"event:"))
+        )
+        if plain_lines < nonblank_lines:  # event: lines are rarer; count them only if needed
+            plain_lines += buf.count(sep + b"event:", 0, end)
+        if data_lines == blocks and plain_lines == nonblank_lines:
+            self.events += blocks
+        else:
+            self.events += sum(
+                1 for b in buf[:end].split(blank) if b.startswith(b"data:") or data_line in b
+            )
 
 
 class StreamClient(asyncio.Protocol):
@@ -526,7 +613,7 @@ class StreamClient(asyncio.Protocol):
     first), ``closed`` when the connection is gone.
     """
 
-    __slots__ = ("request", "head", "closed", "transport", "status", "_head_buf", "_chunks")
+    __slots__ = ("_chunks", "_head_buf", "closed", "head", "request", "status", "transport")
 
     def __init__(self, request: bytes) -> None:
         loop = asyncio.get_running_loop()
@@ -648,8 +735,8 @@ async def close_clients(clients: Iterable[StreamClient], timeout_s: float = 5.0)
 class HttpConnection:
     """A keep-alive HTTP/1.1 connection for request/response traffic (publishing).
 
-        async with HttpConnection(port) as conn:
-            status, body = await conn.request("POST", "/channels/x/events", b"hi")
+    async with HttpConnection(port) as conn:
+        status, body = await conn.request("POST", "/channels/x/events", b"hi")
     """
 
     def __init__(self, port: int, timeout_s: float = 5.0) -> None:

@@ -44,7 +44,9 @@ async def publish(request: web.Request) -> web.StreamResponse:
     except UnicodeDecodeError:
         raise web.HTTPBadRequest(text="body must be UTF-8") from None
     ev = channel.publish(data, event)
-    return web.json_response({"id": str(ev.id), "subscribers": len(channel.subscribers)}, status=202)
+    return web.json_response(
+        {"id": str(ev.id), "subscribers": len(channel.subscribers)}, status=202
+    )
 
 
 async def subscribe(request: web.Request) -> web.StreamResponse:
@@ -60,10 +62,10 @@ async def subscribe(request: web.Request) -> web.StreamResponse:
             for ev in backlog:
                 await resp.send(ev.data, id=str(ev.id), event=ev.event)
             while True:
-                ev = await sub.queue.get()
-                if ev is None:  # dropped for falling behind
+                live = await sub.queue.get()
+                if live is None:  # dropped for falling behind
                     break
-                await resp.send(ev.data, id=str(ev.id), event=ev.event)
+                await resp.send(live.data, id=str(live.id), event=live.event)
     finally:
         channel.unsubscribe(sub)
     return resp

@@ -45,9 +45,7 @@ class Event:
 
 @dataclass(slots=True, eq=False)
 class Subscription:
-    queue: asyncio.Queue[Event | None] = field(
-        default_factory=lambda: asyncio.Queue(QUEUE_EVENTS)
-    )
+    queue: asyncio.Queue[Event | None] = field(default_factory=lambda: asyncio.Queue(QUEUE_EVENTS))
 
 
 class Channel:

@@ -72,10 +72,10 @@ async def channel_events(request: Request) -> Response:
             for ev in backlog:
                 yield to_sse(ev)
             while True:
-                ev = await sub.queue.get()
-                if ev is None:  # dropped for falling behind
+                live = await sub.queue.get()
+                if live is None:  # dropped for falling behind
                     return
-                yield to_sse(ev)
+                yield to_sse(live)
         finally:  # runs on disconnect too: sse-starlette cancels the generator
             channel.unsubscribe(sub)
 
