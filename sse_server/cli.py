@@ -69,11 +69,22 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--model-first-token-ms", type=float, default=_DEFAULTS.model_first_token_ms,
                    help="mock model latency before its first token")
     m.add_argument("--upstream", default=_DEFAULTS.upstream_url, dest="upstream_url", metavar="URL",
+                   type=_upstream_url,
                    help="relay an OpenAI-compatible API at this base URL (e.g. https://host/v1) "
                         "instead of the mock model")
     m.add_argument("--upstream-key-env", default=_DEFAULTS.upstream_key_env, metavar="NAME",
                    help="environment variable holding the upstream API key (sent as a Bearer token)")
     return p
+
+
+def _upstream_url(url: str) -> str:
+    from .upstream import Endpoint
+
+    try:
+        Endpoint.parse(url)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return url
 
 
 def load_app(spec: str) -> App:

@@ -8,6 +8,7 @@ Routes:
   POST   /v1/chat/completions      OpenAI chat completions, ``"stream": true`` or not
   GET    /v1/models[/{model}]      the mock model (or the upstream's list)
   GET    /chat/stream?prompt=...   one generation as EventSource events token/done/error
+                                   (one-shot: a reconnect with Last-Event-ID gets 204)
   POST   /chat/streams             start a resumable generation and stream it
                                    (``Prefer: respond-async``: 202 with its id instead)
   GET    /chat/streams/{id}        its events after Last-Event-ID (all of them without
@@ -43,22 +44,24 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
+from urllib.parse import quote
 
-from .app import App, JSONResponse, Request, Response
+from .app import App, JSONResponse, Request, Response, Sink
 from .broker import Broker
-from .eventstream import EventStream
+from .eventstream import EventStream, last_event_id_of
 from .sse import EventStreamError, EventStreamParser, encode_event
-from .upstream import Endpoint, UpstreamError, UpstreamResponse, request as upstream_request
+from .upstream import Endpoint, UpstreamError, UpstreamResponse
+from .upstream import request as upstream_request
 
 if TYPE_CHECKING:
     from .config import Config
 
 __all__ = [
+    "MOCK_MODEL",
     "APIError",
     "ChatRequest",
     "ChatService",
     "Job",
-    "MOCK_MODEL",
     "MockCompletion",
     "Pacer",
     "install_llm",
@@ -144,10 +147,19 @@ class ChatRequest:
     max_tokens: int | None = None
 
 
+def _utf8_safe(text: str) -> str:
+    """``text`` without lone surrogates (JSON's "\\ud800" decodes to one; UTF-8 cannot carry it)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "replace").decode("utf-8")
+    return text
+
+
 def _content_text(content: object, param: str) -> str:
     """A message's text: a string, or the text parts of a content-part array."""
     if content is None or isinstance(content, str):
-        return content or ""
+        return _utf8_safe(content or "")
     if isinstance(content, list):
         texts = []
         for i, part in enumerate(content):
@@ -158,7 +170,7 @@ def _content_text(content: object, param: str) -> str:
                 if not isinstance(text, str):
                     raise _wrong_type(f"{param}[{i}].text", "a string", text)
                 texts.append(text)
-        return "\n".join(texts)
+        return _utf8_safe("\n".join(texts))
     raise _wrong_type(param, "a string or an array of content parts", content)
 
 
@@ -253,7 +265,9 @@ having he her here hers him his how i if in into is it its just me more most my 
 once only or other our out over own please same say she should show so some such tell than that the their
 them then there these they this those through to too under until up very was we were what when where which
 while who whom why will with would write you your
-""".split())
+make makes get gets use using want need know like work works help find create build think fix improve
+keep learn understand thing things way ways best better good really much many lot something anything
+""".split())  # noqa: SIM905 (a word list reads better as text)
 
 _FALLBACK_WORDS = ("streams", "latency", "buffers", "sockets", "events", "tokens", "queues", "clocks",
                    "retries", "caches")
@@ -263,7 +277,7 @@ _OPENERS = (
     "Let's think about {a} for a moment.",
     "Here is how I would approach {a}.",
     "Short answer: {a} is mostly about {b}.",
-    "{A} is a fun one.",
+    "Ah, {a}: a fun one.",
     "There are a few ways to look at {a}.",
 )
 _SENTENCES = (
@@ -304,7 +318,8 @@ def tokenize(text: str) -> list[str]:
     return _TOKEN.findall(text)
 
 
-def _topic_words(messages: list[dict[str, Any]], rng: random.Random) -> list[str]:
+def _topic_words(messages: list[dict[str, Any]], rng: random.Random) -> tuple[list[str], list[str]]:
+    """(the prompt's own words, those plus filler words up to four)."""
     last_user = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
     words: dict[str, None] = {}
     for w in _WORD.findall(last_user or " ".join(m["content"] for m in messages)):
@@ -314,11 +329,13 @@ def _topic_words(messages: list[dict[str, Any]], rng: random.Random) -> list[str
     found = list(words)
     extra = [w for w in _FALLBACK_WORDS if w not in words]
     rng.shuffle(extra)
-    return found + extra[: max(0, 4 - len(found))]
+    return found, found + extra[: max(0, 4 - len(found))]
 
 
-def _fill(template: str, words: list[str], rng: random.Random) -> str:
-    a, b, c = rng.sample(words, 3) if len(words) >= 3 else (words * 3)[:3]
+def _fill(template: str, topics: tuple[list[str], list[str]], rng: random.Random) -> str:
+    found, words = topics
+    a = rng.choice(found or words)  # the sentence's subject comes from the prompt when it can
+    b, c = rng.sample([w for w in words if w != a], 2)
     return template.format(a=a, b=b, c=c, A=a[:1].upper() + a[1:], n=rng.choice((10, 20, 60, 80, 90)))
 
 
@@ -332,27 +349,28 @@ def mock_reply(messages: list[dict[str, Any]]) -> str:
     """
     canonical = json.dumps([[m["role"], m["content"]] for m in messages], ensure_ascii=False)
     rng = random.Random(int.from_bytes(hashlib.sha256(canonical.encode()).digest()[:8], "big"))
-    words = _topic_words(messages, rng)
+    topics = _topic_words(messages, rng)
+    found, words = topics
     pool = list(_SENTENCES)
     rng.shuffle(pool)
-    first = [_fill(rng.choice(_OPENERS), words, rng)]
-    first += [_fill(t, words, rng) for t in pool[: rng.randint(1, 3)]]
+    first = [_fill(rng.choice(_OPENERS), topics, rng)]
+    first += [_fill(t, topics, rng) for t in pool[: rng.randint(1, 3)]]
     if rng.random() < 0.6:
-        first.insert(rng.randint(1, len(first)), _fill(rng.choice(_MARKUP_SENTENCES), words, rng))
+        first.insert(rng.randint(1, len(first)), _fill(rng.choice(_MARKUP_SENTENCES), topics, rng))
     paragraphs = [" ".join(first)]
     shape = rng.random()
     if shape < 0.3:
-        items = rng.sample(words, min(3, len(words)))
+        items = rng.sample(words, 3)
         paragraphs.append("Three things to check:\n\n" + "\n".join(
-            f"- **{w}**: {_fill(rng.choice(_SENTENCES), words, rng)}" for w in items))
+            f"- **{w}**: {_fill(rng.choice(_SENTENCES), topics, rng)}" for w in items))
     elif shape < 0.5:
-        name = re.sub(r"\W", "_", words[0])
+        name = re.sub(r"\W", "_", (found or words)[0])
         paragraphs.append(f"```python\nfor piece in stream({name!r}):\n    if piece < limit and ok:\n"
                           f"        print(piece)  # <{name}> & friends\n```")
     rest = pool[3 : 3 + rng.randint(0, 3)]
     if rest:
-        paragraphs.append(" ".join(_fill(t, words, rng) for t in rest))
-    paragraphs.append(_fill(rng.choice(_CLOSERS), words, rng))
+        paragraphs.append(" ".join(_fill(t, topics, rng) for t in rest))
+    paragraphs.append(_fill(rng.choice(_CLOSERS), topics, rng))
     return "\n\n".join(paragraphs)
 
 
@@ -460,20 +478,22 @@ class Pacer:
         heap = self._heap
         now = self.loop.time()
         horizon = now + self.quantum_s / 2
-        while heap and heap[0][0] <= horizon:
-            _, _, run = heapq.heappop(heap)
-            if run.finished:
-                continue  # cancelled: dropped lazily here
-            try:
-                due = run.step(now)
-            except Exception:
-                log.exception("mock generation failed")
-                run.fail_internal()
-                continue
-            if due is not None:
-                heapq.heappush(heap, (due, next(self._seq), run))
-        if heap:
-            self._arm(max(heap[0][0], now + self.quantum_s))
+        try:
+            while heap and heap[0][0] <= horizon:
+                _, _, run = heapq.heappop(heap)
+                if run.finished:
+                    continue  # cancelled: dropped lazily here
+                try:
+                    due = run.step(now)
+                except Exception:
+                    log.exception("mock generation failed; ending it")
+                    run.fail_internal()
+                    continue
+                if due is not None:
+                    heapq.heappush(heap, (due, next(self._seq), run))
+        finally:  # whatever one run did, the others keep their timer
+            if heap:
+                self._arm(max(heap[0][0], now + self.quantum_s))
 
     def close(self) -> None:
         if self._timer is not None:
@@ -485,7 +505,7 @@ class Pacer:
 class MockRun:
     """A mock generation driven by the Pacer: no task of its own."""
 
-    __slots__ = ("listener", "completion", "i", "t0", "interval_s", "finished", "done", "stats")
+    __slots__ = ("completion", "done", "finished", "i", "interval_s", "listener", "stats", "t0")
 
     def __init__(
         self, pacer: Pacer, listener: Listener, completion: MockCompletion,
@@ -524,7 +544,10 @@ class MockRun:
     def fail_internal(self) -> None:
         self._end()
         self.stats.failed += 1
-        self.listener.fail({"message": "the model failed", "type": "server_error", "param": None, "code": None})
+        try:
+            self.listener.fail({"message": "the model failed", "type": "server_error", "param": None, "code": None})
+        except Exception:
+            log.exception("could not tell the client its generation failed")
 
     def cancel(self) -> None:
         if not self.finished:
@@ -552,7 +575,7 @@ def _upstream_error_object(status: int, body: bytes) -> APIError:
 class RelayRun:
     """A generation relayed from an upstream chat completions stream: one task."""
 
-    __slots__ = ("service", "listener", "body", "response", "done", "task", "finished")
+    __slots__ = ("body", "done", "finished", "listener", "response", "service", "task")
 
     def __init__(self, service: ChatService, listener: Listener, body: bytes,
                  response: UpstreamResponse | None = None) -> None:
@@ -591,6 +614,9 @@ class RelayRun:
             self._fail(APIError.from_upstream(e))
         except APIError as e:
             self._fail(e)
+        except Exception:  # a bug here must still end the client's stream with an error
+            log.exception("relay failed")
+            self._fail(APIError(500, "the relay failed", "server_error"))
         finally:
             if self.response is not None:
                 self.response.close()
@@ -636,7 +662,7 @@ class RelayRun:
                     if isinstance(choice, dict) and choice.get("index", 0) == 0:
                         delta = choice.get("delta")
                         if isinstance(delta, dict) and isinstance(delta.get("content"), str):
-                            text = delta["content"]
+                            text = _utf8_safe(delta["content"])
                         if choice.get("finish_reason"):
                             finish = str(choice["finish_reason"])
                 if isinstance(chunk.get("usage"), dict):
@@ -659,7 +685,7 @@ class GenerationStream(EventStream):
     the run.
     """
 
-    __slots__ = ("_start", "run", "_loop")
+    __slots__ = ("_loop", "_start", "run")
 
     def __init__(self, start: Callable[[Listener], Run], *, retry_ms: int | None = None,
                  headers: list[tuple[str, str]] | None = None) -> None:
@@ -669,13 +695,22 @@ class GenerationStream(EventStream):
         self._loop = asyncio.get_running_loop()
 
     async def _follow(self) -> AsyncIterator[bytes]:
-        self.run = run = self._start(self)  # type: ignore[arg-type]  # subclasses are Listeners
+        self.run = run = self._start(self)
         try:
             await run.done
         finally:
             run.cancel()  # a no-op once it has finished
         return
         yield  # an async generator that yields nothing
+
+    def token(self, text: str, raw: str | None) -> None:
+        raise NotImplementedError
+
+    def finish(self, reason: str, usage: dict[str, Any] | None) -> None:
+        raise NotImplementedError
+
+    def fail(self, error: dict[str, Any]) -> None:
+        raise NotImplementedError
 
     def _emit(self, wire: bytes) -> None:
         sink = self.sink
@@ -687,6 +722,14 @@ class GenerationStream(EventStream):
             # A client this far behind a paced stream is gone in practice; like a slow
             # broker subscriber it is dropped rather than buffered without bound.
             sink.abort()
+
+    async def on_shutdown(self, sink: Sink) -> None:
+        """The server is stopping: say so rather than end the answer silently."""
+        run = self.run
+        if run is not None and not run.done.done():
+            self.fail({"message": "the server is shutting down", "type": "server_error", "param": None,
+                       "code": "server_shutdown"})
+            run.cancel()
 
     async def writable(self) -> None:
         if not self.sink.is_closing():
@@ -703,14 +746,13 @@ class CompletionStream(GenerationStream):
     string + a suffix. For a relay, the upstream's chunks pass through verbatim.
     """
 
-    __slots__ = ("_prefix", "_suffix", "_head", "_first", "_include_usage")
+    __slots__ = ("_first", "_head", "_include_usage", "_prefix", "_suffix")
 
     def __init__(self, start: Callable[[Listener], Run], model: str, include_usage: bool) -> None:
         super().__init__(start, retry_ms=-1)
         usage = ',"usage":null' if include_usage else ""
-        head = '{"id":"%s","object":"chat.completion.chunk","created":%d,"model":%s,' \
-               '"system_fingerprint":"fp_sse_mock","choices":[{"index":0,"delta":' % (
-                   _completion_id(), int(time.time()), _json(model))
+        head = (f'{{"id":"{_completion_id()}","object":"chat.completion.chunk","created":{int(time.time())},'
+                f'"model":{_json(model)},"system_fingerprint":"fp_sse_mock","choices":[{{"index":0,"delta":')
         self._head = head
         self._prefix = "data: " + head + '{"content":'
         self._suffix = '},"logprobs":null,"finish_reason":null}]' + usage + "}\n\n"
@@ -747,19 +789,32 @@ class CompletionStream(GenerationStream):
 
 
 class NamedEventStream(GenerationStream):
-    """``GET /chat/stream``: events ``token`` {"content"}, then ``done`` or ``error``."""
+    """``GET /chat/stream``: events ``token`` {"content"}, then ``done`` or ``error``.
 
-    __slots__ = ()
+    Events carry ids (1, 2, ...) only so that an EventSource reconnecting to this
+    one-shot stream sends Last-Event-ID: the handler answers that with 204, which
+    stops EventSource (WHATWG HTML §9.2.3) instead of starting the answer over.
+    """
+
+    __slots__ = ("_seq",)
+
+    def __init__(self, start: Callable[[Listener], Run]) -> None:
+        super().__init__(start)
+        self._seq = 0
+
+    def _event(self, event: str, payload: dict[str, Any]) -> None:
+        self._seq += 1
+        self._emit(encode_event(_json(payload), event=event, id=str(self._seq)))
 
     def token(self, text: str, raw: str | None) -> None:
         if text:
-            self._emit(encode_event(_json({"content": text}), event="token"))
+            self._event("token", {"content": text})
 
     def finish(self, reason: str, usage: dict[str, Any] | None) -> None:
-        self._emit(encode_event(_json({"finish_reason": reason, "usage": usage}), event="done"))
+        self._event("done", {"finish_reason": reason, "usage": usage})
 
     def fail(self, error: dict[str, Any]) -> None:
-        self._emit(encode_event(_json(error), event="error"))
+        self._event("error", error)
 
 
 # -- resumable jobs ------------------------------------------------------------------------
@@ -1077,7 +1132,7 @@ def install_llm(
     async def get_model(service: ChatService, request: Request) -> Any:
         name = request.path_params["model"]
         if service.endpoint is not None:
-            return await _relay_get(service, "/models/" + name)
+            return await _relay_get(service, "/models/" + quote(name, safe=""))
         service.check_model(name)
         return JSONResponse(_model_object(name))
 
@@ -1097,6 +1152,10 @@ def install_llm(
     # -- /chat ---------------------------------------------------------------------------
 
     async def chat_stream(service: ChatService, request: Request) -> Any:
+        if last_event_id_of(request):
+            # An EventSource reconnecting to a one-shot answer: 204 makes it stop rather
+            # than generate the answer again (resumable answers are /chat/streams).
+            return Response(b"", 204)
         prompt = request.query_param("prompt")
         if prompt is None:
             raise _missing("prompt")

@@ -32,6 +32,7 @@ __all__ = [
     "Endpoint",
     "UpstreamError",
     "UpstreamResponse",
+    "encode_request_head",
     "parse_response_head",
     "request",
 ]
@@ -164,7 +165,7 @@ class ChunkedDecoder:
     (b'hel', b'lo', True)
     """
 
-    __slots__ = ("done", "_buf", "_left", "_state")
+    __slots__ = ("_buf", "_left", "_state", "done")
 
     def __init__(self) -> None:
         self.done = False
@@ -216,13 +217,34 @@ class ChunkedDecoder:
         return out[0] if len(out) == 1 else b"".join(out)
 
 
+def encode_request_head(
+    endpoint: Endpoint, method: str, path: str, headers: list[tuple[str, str]], body_bytes: int,
+) -> bytes:
+    """The request head; ValueError for a path or header that would end a line early.
+
+    >>> encode_request_head(Endpoint.parse("http://h:81"), "GET", "/models", [], 0)
+    b'GET /v1/models HTTP/1.1\\r\\nHost: h:81\\r\\nConnection: close\\r\\n\\r\\n'
+    """
+    target = endpoint.base_path + path
+    lines = [f"{method} {target} HTTP/1.1", f"Host: {endpoint.authority}"]
+    lines += [f"{k}: {v}" for k, v in headers]
+    if body_bytes or method in ("POST", "PUT", "PATCH"):
+        lines.append(f"Content-Length: {body_bytes}")
+    lines.append("Connection: close")
+    # A CR, LF or NUL from a path parameter or an environment variable would let it
+    # write headers (or a second request) of its own: request splitting.
+    if any(c in target for c in " \r\n\0") or any(c in v for _, v in headers for c in "\r\n\0"):
+        raise ValueError("upstream request path or header holds a space, CR, LF or NUL")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
 # -- asyncio: one request, one connection ----------------------------------------------
 
 
 class UpstreamResponse:
     """A response whose head has arrived; read the body with ``read()``, then ``close()``."""
 
-    __slots__ = ("status", "headers", "_reader", "_writer", "_framing", "_left", "_chunks", "_idle_s", "_done")
+    __slots__ = ("_chunks", "_done", "_framing", "_idle_s", "_left", "_reader", "_writer", "headers", "status")
 
     def __init__(
         self,
@@ -303,6 +325,10 @@ async def request(
     idle_timeout_s: float = 120.0,
 ) -> UpstreamResponse:
     """Send one request to ``endpoint.base_path + path``; return once its head is in."""
+    try:
+        head = encode_request_head(endpoint, method, path, headers or [], len(body))
+    except ValueError as e:  # refused before connecting
+        raise UpstreamError(str(e), code="upstream_bad_request") from None
     tls = _ssl_context() if endpoint.scheme == "https" else None
     try:
         async with asyncio.timeout(connect_timeout_s):
@@ -316,12 +342,7 @@ async def request(
     except OSError as e:  # refused, unreachable, DNS, certificate
         raise UpstreamError(f"cannot reach the upstream: {e}", code="upstream_unreachable") from None
     try:
-        lines = [f"{method} {endpoint.base_path}{path} HTTP/1.1", f"Host: {endpoint.authority}"]
-        lines += [f"{k}: {v}" for k, v in headers or ()]
-        if body or method in ("POST", "PUT", "PATCH"):
-            lines.append(f"Content-Length: {len(body)}")
-        lines += ["Connection: close", "", ""]
-        writer.write("\r\n".join(lines).encode("latin-1") + body)
+        writer.write(head + body)
         try:
             async with asyncio.timeout(first_byte_timeout_s):
                 while True:

@@ -129,7 +129,9 @@ class Connection:
 
     __slots__ = ("host", "port", "connect_timeout_s", "timeout_s", "sock", "reusable", "requests")
 
-    def __init__(self, host: str, port: int, *, timeout_s: float, connect_timeout_s: float = 10.0) -> None:
+    def __init__(
+        self, host: str, port: int, *, timeout_s: float, connect_timeout_s: float = 10.0
+    ) -> None:
         self.host = host
         self.port = port
         self.connect_timeout_s = connect_timeout_s
@@ -147,13 +149,21 @@ class Connection:
         self.requests = 0
 
     def send(
-        self, method: str, target: str, headers: Iterable[tuple[str, str]] = (), body: bytes | None = None
+        self,
+        method: str,
+        target: str,
+        headers: Iterable[tuple[str, str]] = (),
+        body: bytes | None = None,
     ) -> None:
         """Write one request (connecting first if needed)."""
         if self.sock is None:
             self.connect()
         assert self.sock is not None
-        lines = [f"{method} {target} HTTP/1.1", f"Host: {self.host}:{self.port}", f"User-Agent: {USER_AGENT}"]
+        lines = [
+            f"{method} {target} HTTP/1.1",
+            f"Host: {self.host}:{self.port}",
+            f"User-Agent: {USER_AGENT}",
+        ]
         lines += [f"{k}: {v}" for k, v in headers]
         if body is not None:
             lines.append(f"Content-Length: {len(body)}")
@@ -161,6 +171,31 @@ class Connection:
         self.reusable = False
         self.requests += 1
         self.sock.sendall(data)
+
+    def exchange(
+        self,
+        method: str,
+        target: str,
+        headers: Iterable[tuple[str, str]] = (),
+        body: bytes | None = None,
+    ) -> tuple[float, Head]:
+        """Send a request and read its head: (time.perf_counter() at sending, head).
+
+        A kept-alive connection can be closed by the server's idle timeout just as we
+        send; like a browser, retry that once on a new connection (no response byte
+        had arrived, so the request was not served).
+        """
+        for attempt in range(2):
+            reused = self.sock is not None and self.requests > 0
+            started = time.perf_counter()
+            try:
+                self.send(method, target, headers, body)
+                return started, self.read_head()
+            except ConnectionError:
+                self.close()
+                if not reused or attempt:
+                    raise
+        raise AssertionError("unreachable")
 
     def read_head(self) -> Head:
         """Read up to the end of the response head (bounded by MAX_HEAD_BYTES)."""
@@ -227,7 +262,9 @@ class Connection:
                     return
                 data = sock.recv(min(RECV_BYTES, left))
                 if not data:
-                    raise ConnectionResetError("server closed the connection inside a Content-Length body")
+                    raise ConnectionResetError(
+                        "server closed the connection inside a Content-Length body"
+                    )
         if head.status in (204, 304) or 100 <= head.status < 200:
             self.reusable = keep
             return

@@ -107,7 +107,10 @@ button { font: inherit; padding: .4rem .9rem; }
     current = {id, source, text, bubble: li, tokens: 0};
     document.body.dataset.streamId = id;
     document.body.dataset.streamState = "streaming";
-    source.onopen = () => setStatus("streaming");
+    source.onopen = () => {
+      li.dataset.opens = String(Number(li.dataset.opens || 0) + 1);  // 2+: it resumed
+      setStatus("streaming");
+    };
     source.addEventListener("token", (e) => {
       const piece = JSON.parse(e.data).content;
       text.appendData(piece);  // Text node: "<b>" stays the characters < b >
@@ -193,9 +196,9 @@ button { font: inherit; padding: .4rem .9rem; }
 """
 
 
-def install_chat(app: App, **llm_options: float) -> None:
-    """The model API (sse_server.llm) plus ``GET /chat``."""
-    install_llm(app, **llm_options)  # type: ignore[arg-type]
+def install_chat(app: App) -> None:
+    """The model API (sse_server.llm, with its default job limits) plus ``GET /chat``."""
+    install_llm(app)
 
     async def chat_page(request: Request) -> HTMLResponse:
         return HTMLResponse(CHAT_PAGE)
