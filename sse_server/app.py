@@ -164,7 +164,9 @@ class Sink(Protocol):
     """
 
     chunked: bool
-    config: Config
+
+    @property
+    def config(self) -> Config: ...
 
     def write(self, data: bytes) -> None: ...
     def frame(self, data: bytes) -> bytes: ...

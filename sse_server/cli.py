@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> None:
             from .demo import create_app
 
             app = create_app()
-    except (ImportError, AttributeError, ValueError) as e:
+    except (ImportError, AttributeError, TypeError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     try:
