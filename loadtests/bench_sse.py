@@ -24,6 +24,9 @@ Parts:
             the end of the stream (events counted at blank-line terminators,
             across read boundaries, heartbeat comments excluded), plus server CPU
             per event.
+  churn     Waves of B subscribers that connect, get their response head and
+            leave; subscribe+leave cycles per second, then the leak check: the
+            server's open descriptors and RSS once settled, against before.
 
 Ratios in the table are value / starlette's value (lower is better for KiB and
 us, higher for events/s). A server that does not come up is reported and
@@ -41,6 +44,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import time
 from collections.abc import Callable, Coroutine
@@ -268,11 +272,57 @@ async def measure_firehose(server: ServerProcess, args: argparse.Namespace) -> M
 
 # ------------------------------------------------------------------------------ main
 
+# ------------------------------------------------------------------------------ churn
+
+
+def open_fds(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+async def measure_churn(server: ServerProcess, args: argparse.Namespace) -> Metrics:
+    """Subscribe and leave in waves; afterwards the server must be back where it was."""
+    request = StreamClient.get("/channels/churn/events", SSE_HEADERS)
+
+    def subscriber() -> StreamClient:
+        return StreamClient(request)
+
+    def rss() -> float:
+        return rss_kib(server.pid)
+
+    async def wave() -> int:
+        clients, failed = await open_clients(subscriber, args.churn_batch, server.port, timeout_s=args.timeout)
+        await close_clients(clients)
+        return failed
+
+    for _ in range(2):  # warm-up: first-use allocations are not a leak
+        await wave()
+    fds_before = await settled(lambda: open_fds(server.pid), tolerance=0)
+    rss_before = await settled(rss, tolerance=16)
+    started = time.perf_counter()
+    failed = 0
+    for _ in range(args.churn_waves):
+        failed += await wave()
+    elapsed = time.perf_counter() - started
+    # A server that noticed every departure is back to its descriptors and memory.
+    fds_after = await settled(lambda: open_fds(server.pid), tolerance=0)
+    rss_after = await settled(rss, tolerance=16)
+    cycles = args.churn_waves * args.churn_batch
+    metrics: Metrics = {
+        "churn_cps": cycles / elapsed,
+        "churn_fds": fds_after - fds_before,
+        "churn_rss_kib": rss_after - rss_before,
+    }
+    if failed:
+        metrics["note"] = f"churn: {failed}/{cycles} subscriptions failed"
+    return metrics
+
+
 Part = Callable[[ServerProcess, argparse.Namespace], Coroutine[Any, Any, Metrics]]
 PARTS: dict[str, Part] = {
     "idle": measure_idle,
     "fanout": measure_fanout,
     "firehose": measure_firehose,
+    "churn": measure_churn,
 }
 
 COLUMNS = [
@@ -283,6 +333,9 @@ COLUMNS = [
     Column("p99_ms", "p99 ms", "{:.1f}"),
     Column("firehose_eps", "firehose events/s", "{:,.0f}", ratio=True),
     Column("firehose_us", "firehose us/event", "{:.1f}"),
+    Column("churn_cps", "churn subscribe+leave/s", "{:,.0f}", ratio=True),
+    Column("churn_fds", "fds left after churn", "{:+d}"),
+    Column("churn_rss_kib", "RSS growth after churn KiB", "{:+,.0f}"),
     Column("rss_mib", "RSS at start MiB", "{:.1f}"),
     Column("others", "others' CPU % (max)", "{:.0f}"),
     Column("note", "notes"),
@@ -328,6 +381,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--firehose-size", type=int, default=64, help="bytes of data per firehose event"
     )
+    parser.add_argument("--churn-waves", type=int, default=20, help="churn: waves of subscribe+leave")
+    parser.add_argument("--churn-batch", type=int, default=500, help="churn: subscribers per wave")
     parser.add_argument("--timeout", type=float, default=120.0, help="cap on any one wait, seconds")
     parser.add_argument("--only", action="append", help="server name (repeat or comma-separate)")
     for part in PARTS:
@@ -390,6 +445,7 @@ def describe(args: argparse.Namespace, parts: dict[str, Part]) -> str:
         "idle": f"idle K={args.subscribers}",
         "fanout": f"fan-out S={args.fanout_subscribers} E={args.events} at {args.rate:g}/s",
         "firehose": f"firehose n={args.firehose_events} size={args.firehose_size}",
+        "churn": f"churn {args.churn_waves} waves x {args.churn_batch}",
     }
     return (
         "SSE: "
