@@ -63,6 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="events kept per channel for Last-Event-ID resume")
     s.add_argument("--max-subscriber-buffer-bytes", type=int, default=_DEFAULTS.max_subscriber_buffer_bytes,
                    help="unsent bytes a slow subscriber may hold before it is disconnected")
+    s.add_argument("--stream-send-buffer-bytes", type=int, default=_DEFAULTS.stream_send_buffer_bytes,
+                   help="kernel send buffer of each stream (0: left to the kernel)")
     m = p.add_argument_group("chat model (/v1/chat/completions, /chat)")
     m.add_argument("--model-tokens-per-s", type=float, default=_DEFAULTS.model_tokens_per_s,
                    help="mock model pacing after the first token (0: all at once)")

@@ -40,6 +40,10 @@ class Config:
     retry_ms: int = 3_000  # reconnection hint sent at the start of each stream
     history_size: int = 1_000  # events kept per channel for Last-Event-ID resume
     max_subscriber_buffer_bytes: int = 1024 * 1024  # unsent bytes before a slow client is dropped
+    # Kernel send buffer of a streaming response. Left to autotuning, a stalled
+    # reader pins up to several MiB of kernel memory before the budget above even
+    # starts counting; fixed, both together bound what one slow client costs.
+    stream_send_buffer_bytes: int = 256 * 1024  # 0 leaves it to the kernel
     shutdown_retry_jitter_ms: int = 5_000  # spread of reconnects after a restart
 
     # The chat model (llm.py). With no upstream the built-in mock answers, paced

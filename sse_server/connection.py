@@ -77,6 +77,14 @@ def error_response_bytes(status: int, detail: str, extra: list[tuple[str, str]] 
     return encode_response_head(status, headers) + body
 
 
+def _set_send_buffer(sock: socket.socket | None, size: int) -> None:
+    if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
+        except OSError:  # gone already; the next write will say so
+            pass
+
+
 def _configure_socket(sock: socket.socket | None) -> None:
     if sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
         return
@@ -451,6 +459,8 @@ class Connection(asyncio.Protocol):
         if request.method == "HEAD":
             return
         self.response = response
+        if self.server.config.stream_send_buffer_bytes:
+            _set_send_buffer(self.transport.get_extra_info("socket"), self.server.config.stream_send_buffer_bytes)
         self.server.stream_started(self)
         try:
             await response.stream(self)
