@@ -53,6 +53,7 @@ from typing import Any
 
 from benchlib import (
     OUR_SERVER,
+    ProtocolError,
     Column,
     CoreMeter,
     HttpConnection,
@@ -358,7 +359,7 @@ def run_part(name: str, template: tuple[str, ...], part: Part, args: argparse.Na
         server_before, client_before = cpu_seconds(server.pid), time.process_time()
         try:
             metrics = runner.run(part(server, args))
-        except (OSError, TimeoutError, asyncio.IncompleteReadError, ValueError) as exc:
+        except (OSError, TimeoutError, asyncio.IncompleteReadError, ValueError, ProtocolError) as exc:
             raise ServerFailed(f"{type(exc).__name__}: {exc}") from exc
         if not server.alive():
             raise ServerFailed(f"exited during the run: {server.log_tail()}")

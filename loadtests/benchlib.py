@@ -37,6 +37,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
+from sse_server.http11 import ChunkedDecoder, ProtocolError  # pure; ProtocolError on bad framing
+
 __all__ = [
     "HOST",
     "LOADTESTS_DIR",
@@ -44,6 +46,7 @@ __all__ = [
     "PEERS_DIR",
     "REPO_ROOT",
     "ChunkedDecoder",
+    "ProtocolError",
     "Column",
     "CoreMeter",
     "HttpConnection",
@@ -484,56 +487,6 @@ def markdown_table(
 
 
 # ------------------------------------------------------------- HTTP/1.1 client pieces
-
-
-class ChunkedDecoder:
-    """Incremental decoder for Transfer-Encoding: chunked (RFC 9112 §7.1).
-
-    feed(bytes) returns the payload bytes completed so far; ``done`` turns true
-    at the last (zero-size) chunk. Trailers after it are ignored: a stream ends
-    there for our purposes.
-    """
-
-    __slots__ = ("_buf", "_left", "_skip", "done")
-
-    def __init__(self) -> None:
-        self.done = False
-        self._buf = b""  # an incomplete chunk-size line
-        self._left = 0  # payload bytes still due in the current chunk
-        self._skip = 0  # bytes of the CRLF that ends the current chunk still to skip
-
-    def feed(self, data: bytes) -> bytes:
-        if self._buf:
-            data = self._buf + data
-            self._buf = b""
-        out: list[bytes] = []
-        pos, end = 0, len(data)
-        while pos < end and not self.done:
-            if self._left:
-                take = min(self._left, end - pos)
-                out.append(data[pos : pos + take])
-                pos += take
-                self._left -= take
-                if not self._left:
-                    self._skip = 2
-            elif self._skip:
-                step = min(self._skip, end - pos)
-                pos += step
-                self._skip -= step
-            else:
-                eol = data.find(b"\r\n", pos)
-                if eol < 0:
-                    if end - pos > 1024:
-                        raise ValueError("chunk-size line over 1 KiB")
-                    self._buf = data[pos:]
-                    break
-                size = int(data[pos:eol].split(b";", 1)[0], 16)
-                pos = eol + 2
-                if size == 0:
-                    self.done = True
-                else:
-                    self._left = size
-        return out[0] if len(out) == 1 else b"".join(out)
 
 
 def line_ending(buf: bytes) -> bytes | None:

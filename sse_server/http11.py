@@ -23,6 +23,7 @@ from typing import Final
 from urllib.parse import urlsplit
 
 __all__ = [
+    "ChunkedDecoder",
     "END_OF_MESSAGE",
     "NEED_DATA",
     "ProtocolError",
@@ -452,6 +453,76 @@ def _split_target(method: str, target: str) -> tuple[str, str]:
             raise ProtocolError("malformed absolute-form target")
         return parts.path or "/", parts.query
     raise ProtocolError("malformed request target")
+
+
+# -- reading a chunked response body (RFC 9112 §7.1), for clients and relays ----
+
+_MAX_CHUNK_LINE_FROM_SERVER = 1024  # a size line (hex size plus extensions) longer than this is garbage
+
+
+class ChunkedDecoder:
+    """Incremental decoder of a chunked body: payload bytes out, framing dropped.
+
+    >>> d = ChunkedDecoder()
+    >>> d.feed(b"5\\r\\nhel"), d.feed(b"lo\\r\\n0\\r\\n\\r\\nHTTP"), d.done, d.extra
+    (b'hel', b'lo', True, b'HTTP')
+
+    Bytes after the last chunk (a pipelined next response) are kept in ``extra``.
+    Malformed framing raises ProtocolError.
+    """
+
+    __slots__ = ("_buf", "_left", "_state", "done", "extra")
+
+    def __init__(self) -> None:
+        self.done = False
+        self.extra = b""
+        self._buf = b""
+        self._left = 0  # payload bytes still due in the current chunk
+        self._state = 0  # 0 size line, 1 payload, 2 CRLF after payload, 3 trailer lines
+
+    def feed(self, data: bytes) -> bytes:
+        if self.done:
+            self.extra += data
+            return b""
+        if self._buf:
+            data, self._buf = self._buf + data, b""
+        out: list[bytes] = []
+        pos, end = 0, len(data)
+        while pos < end and not self.done:
+            if self._state == 1:
+                take = min(self._left, end - pos)
+                out.append(data[pos : pos + take])
+                pos += take
+                self._left -= take
+                if not self._left:
+                    self._state = 2
+                continue
+            eol = data.find(b"\r\n", pos)
+            if eol < 0:
+                if end - pos > _MAX_CHUNK_LINE_FROM_SERVER:
+                    raise ProtocolError("chunk framing line over 1 KiB")
+                self._buf = data[pos:]
+                break
+            line = data[pos:eol]
+            pos = eol + 2
+            if self._state == 2:
+                if line:
+                    raise ProtocolError("chunk data longer than its size")
+                self._state = 0
+            elif self._state == 0:
+                size_text = line.split(b";", 1)[0].strip()
+                if not size_text or len(size_text) > 16 or not _HEX.match(size_text.decode("latin-1")):
+                    raise ProtocolError(f"bad chunk size {line[:20]!r}")
+                size = int(size_text, 16)
+                if size == 0:
+                    self._state = 3
+                else:
+                    self._left, self._state = size, 1
+            elif not line:  # state 3: the blank line after the trailers ends the body
+                self.done = True
+        if self.done and pos < end:
+            self.extra += data[pos:]
+        return out[0] if len(out) == 1 else b"".join(out)
 
 
 # -- responses ----------------------------------------------------------------

@@ -27,8 +27,9 @@ import ssl
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from .http11 import ChunkedDecoder, ProtocolError
+
 __all__ = [
-    "ChunkedDecoder",
     "Endpoint",
     "UpstreamError",
     "UpstreamResponse",
@@ -39,7 +40,6 @@ __all__ = [
 
 MAX_HEAD_BYTES = 64 * 1024  # a response head larger than this is not an API we relay
 _READ_SIZE = 64 * 1024
-_MAX_CHUNK_LINE = 1024  # a chunk-size line (hex size plus extensions) longer than this is garbage
 
 
 class UpstreamError(Exception):
@@ -157,66 +157,6 @@ def body_framing(method: str, status: int, headers: list[tuple[str, str]]) -> tu
     return "close", 0
 
 
-class ChunkedDecoder:
-    """Incremental Transfer-Encoding: chunked decoder (RFC 9112 §7.1).
-
-    >>> d = ChunkedDecoder()
-    >>> d.feed(b"5\\r\\nhel"), d.feed(b"lo\\r\\n0\\r\\n\\r\\n"), d.done
-    (b'hel', b'lo', True)
-    """
-
-    __slots__ = ("_buf", "_left", "_state", "done")
-
-    def __init__(self) -> None:
-        self.done = False
-        self._buf = b""
-        self._left = 0  # payload bytes still due in the current chunk
-        self._state = 0  # 0 size line, 1 payload, 2 CRLF after payload, 3 trailer lines
-
-    def feed(self, data: bytes) -> bytes:
-        if self._buf:
-            data, self._buf = self._buf + data, b""
-        out: list[bytes] = []
-        pos, end = 0, len(data)
-        while pos < end and not self.done:
-            if self._state == 1:
-                take = min(self._left, end - pos)
-                out.append(data[pos : pos + take])
-                pos += take
-                self._left -= take
-                if not self._left:
-                    self._state = 2
-                continue
-            eol = data.find(b"\r\n", pos)
-            if eol < 0:
-                if end - pos > _MAX_CHUNK_LINE:
-                    raise UpstreamError("upstream sent a chunk line over 1 KiB", code="upstream_bad_response")
-                self._buf = data[pos:]
-                break
-            line = data[pos:eol]
-            pos = eol + 2
-            if self._state == 2:
-                if line:
-                    raise UpstreamError("upstream chunk data overran its size", code="upstream_bad_response")
-                self._state = 0
-            elif self._state == 0:
-                size_text = line.split(b";", 1)[0].strip()
-                try:
-                    size = int(size_text, 16)
-                except ValueError:
-                    size = -1
-                if size < 0 or not size_text or len(size_text) > 16:
-                    raise UpstreamError(f"upstream sent a bad chunk size {line[:20]!r}",
-                                        code="upstream_bad_response")
-                if size == 0:
-                    self._state = 3
-                else:
-                    self._left, self._state = size, 1
-            elif not line:  # state 3: the blank line after the trailers ends the message
-                self.done = True
-        return out[0] if len(out) == 1 else b"".join(out)
-
-
 def encode_request_head(
     endpoint: Endpoint, method: str, path: str, headers: list[tuple[str, str]], body_bytes: int,
 ) -> bytes:
@@ -289,7 +229,10 @@ class UpstreamResponse:
             if not data:
                 raise UpstreamError("upstream closed the connection mid-body", code="upstream_closed")
             if self._chunks is not None:
-                payload = self._chunks.feed(data)
+                try:
+                    payload = self._chunks.feed(data)
+                except ProtocolError as e:
+                    raise UpstreamError(f"upstream sent a bad chunked body: {e}", code="upstream_bad_response") from None
                 self._done = self._chunks.done
             else:
                 payload = data[: self._left]

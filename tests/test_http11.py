@@ -13,6 +13,7 @@ import pytest
 
 from sse_server.http11 import (
     END_OF_MESSAGE,
+    ChunkedDecoder,
     NEED_DATA,
     ProtocolError,
     RequestHead,
@@ -383,3 +384,16 @@ def test_mutated_requests_only_ever_fail_with_a_client_error() -> None:
             assert split_events == events, raw
             assert (split_status is None) == (status is None), raw
             assert split_status is None or split_status in _ALLOWED_STATUSES, raw
+
+
+def test_chunked_response_decoder_byte_at_a_time() -> None:
+    """The chunked body decoder gives the same payload fed whole or one byte at a time, trailers included."""
+    wire = b"5;ext=1\r\nhello\r\n1\r\n \r\nA\r\nworld12345\r\n0\r\nX-Trailer: 1\r\n\r\nNEXT"
+    whole = ChunkedDecoder()
+    assert whole.feed(wire) == b"hello world12345" and whole.done and whole.extra == b"NEXT"
+    single = ChunkedDecoder()
+    assert b"".join(single.feed(wire[i : i + 1]) for i in range(len(wire))) == b"hello world12345"
+    assert single.done and single.extra == b"NEXT"
+    for bad in (b"zz\r\n", b"5\r\nhelloXX\r\n", b"-1\r\n", b"0x5\r\n", b"1" * 2000):
+        with pytest.raises(ProtocolError):
+            ChunkedDecoder().feed(bad)

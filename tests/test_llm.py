@@ -21,6 +21,7 @@ from openai import AsyncOpenAI
 
 from sse_server.app import App
 from sse_server.demo import create_app
+from sse_server.http11 import ChunkedDecoder
 from sse_server.llm import (
     MAX_CHAT_BODY_BYTES,
     MOCK_MODEL,
@@ -34,7 +35,6 @@ from sse_server.llm import (
 from sse_server.server import Server
 from sse_server.sse import Event, EventStreamParser
 from sse_server.upstream import (
-    ChunkedDecoder,
     Endpoint,
     UpstreamError,
     body_framing,
@@ -278,19 +278,6 @@ def test_parse_chat_request_accepts_content_parts() -> None:
         {"role": "assistant", "content": None}]})
     assert chat.messages == [{"role": "user", "content": "a\nb"}, {"role": "assistant", "content": ""}]
     assert chat.max_tokens == 4
-
-
-def test_chunked_decoder_byte_at_a_time() -> None:
-    """The upstream chunked decoder gives the same payload fed whole or one byte at a time, trailers included."""
-    wire = b"5;ext=1\r\nhello\r\n1\r\n \r\nA\r\nworld12345\r\n0\r\nX-Trailer: 1\r\n\r\n"
-    whole = ChunkedDecoder()
-    assert whole.feed(wire) == b"hello world12345" and whole.done
-    single = ChunkedDecoder()
-    assert b"".join(single.feed(wire[i : i + 1]) for i in range(len(wire))) == b"hello world12345"
-    assert single.done
-    for bad in (b"zz\r\n", b"5\r\nhelloXX\r\n", b"-1\r\n"):
-        with pytest.raises(UpstreamError):
-            ChunkedDecoder().feed(bad)
 
 
 def test_response_head_and_framing() -> None:

@@ -2,7 +2,7 @@
 
 Strategy: no HTTP library sits between a user and the bytes. A stream is one
 gevent socket read with ``recv()``; the head is split off, and the body goes
-through ``ChunkedReader`` (pure, bytes in, payload out) and, for event streams,
+through ``sse_server.http11.ChunkedDecoder`` (pure, bytes in, payload out) and, for event streams,
 ``sse_server.sse.EventStreamParser``. An idle stream therefore costs one parked
 greenlet, one socket and its small buffers, and a read wakes exactly the
 greenlet whose socket has data: that is what lets one Locust process on one core
@@ -21,13 +21,14 @@ from dataclasses import dataclass
 
 from gevent import socket
 
-__all__ = ["ChunkedReader", "Connection", "Head", "HTTPFailure", "USER_AGENT"]
+from sse_server.http11 import ChunkedDecoder, ProtocolError
+
+__all__ = ["Connection", "Head", "HTTPFailure", "USER_AGENT"]
 
 # The demo streams pages to browsers and buffers them for crawlers
 # (html_stream.policy): this name must read as neither a bot nor HTTP/1.0.
 USER_AGENT = "sse-server-loadtest/1.0 (Locust)"
 MAX_HEAD_BYTES = 64 * 1024  # the server's own request-head limit; a response head is far smaller
-MAX_CHUNK_LINE_BYTES = 1024  # a chunk-size line plus extensions; more is a broken peer
 RECV_BYTES = 64 * 1024
 
 
@@ -47,71 +48,6 @@ class Head:
     @property
     def chunked(self) -> bool:
         return "chunked" in self.headers.get("transfer-encoding", "").lower()
-
-
-class ChunkedReader:
-    """Decodes Transfer-Encoding: chunked (RFC 9112 §7.1), trailers included.
-
-    ``feed(data)`` returns the payload completed so far; ``done`` turns true once
-    the last chunk and its trailer section are consumed, and ``extra`` then holds
-    any bytes after the body (a pipelined response), so a keep-alive connection
-    stays in step.
-    """
-
-    __slots__ = ("done", "extra", "_buf", "_left", "_state")
-
-    def __init__(self) -> None:
-        self.done = False
-        self.extra = b""
-        self._buf = b""
-        self._left = 0  # payload bytes still due in the current chunk
-        self._state = 0  # 0: size line, 1: payload, 2: CRLF after payload, 3: trailer lines
-
-    def feed(self, data: bytes) -> bytes:
-        if self._buf:
-            data = self._buf + data
-            self._buf = b""
-        out: list[bytes] = []
-        pos, end = 0, len(data)
-        while pos < end:
-            if self.done:
-                self.extra += data[pos:]
-                break
-            state = self._state
-            if state == 1:
-                take = min(self._left, end - pos)
-                out.append(data[pos : pos + take])
-                pos += take
-                self._left -= take
-                if not self._left:
-                    self._state = 2
-                continue
-            eol = data.find(b"\r\n", pos)
-            if eol < 0:
-                if end - pos > MAX_CHUNK_LINE_BYTES:
-                    raise HTTPFailure("chunk framing line over 1 KiB")
-                self._buf = data[pos:]
-                break
-            line = data[pos:eol]
-            pos = eol + 2
-            if state == 0:
-                try:
-                    size = int(line.split(b";", 1)[0].strip(), 16)
-                except ValueError:
-                    raise HTTPFailure("malformed chunk size") from None
-                if size < 0:
-                    raise HTTPFailure("malformed chunk size")
-                if size:
-                    self._left, self._state = size, 1
-                else:
-                    self._state = 3
-            elif state == 2:
-                if line:
-                    raise HTTPFailure("chunk payload longer than its size")
-                self._state = 0
-            elif not line:  # state 3: the empty line ending the trailer section
-                self.done = True
-        return out[0] if len(out) == 1 else b"".join(out)
 
 
 class Connection:
@@ -232,11 +168,14 @@ class Connection:
         sock = self.sock
         keep = head.headers.get("connection", "").lower() != "close"
         if head.chunked:
-            reader = ChunkedReader()
+            reader = ChunkedDecoder()
             data = head.rest
             while True:
                 if data:
-                    payload = reader.feed(data)
+                    try:
+                        payload = reader.feed(data)
+                    except ProtocolError as e:
+                        raise HTTPFailure(f"malformed chunked body: {e}") from None
                     if payload:
                         yield payload
                     if reader.done:
