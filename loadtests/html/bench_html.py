@@ -53,6 +53,7 @@ from benchlib import (
     ChunkedDecoder,
     ServerFailed,
     ServerProcess,
+    core_busy_seconds,
     cpu_seconds,
     exit_on_sigterm,
     percentile,
@@ -186,23 +187,6 @@ SERVER_CPU, CLIENT_CPU = 0, 1
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
-def core_busy_s() -> list[float]:
-    """Seconds each CPU has spent busy (user, nice, system, steal) per /proc/stat.
-
-    The machine may be shared: busy time on the server's CPU beyond the server's
-    own CPU time is someone else's, and the numbers are then worth less.
-    """
-    busy = []
-    with open("/proc/stat", "rb") as f:
-        for line in f:
-            name, *fields = line.split()
-            if not name.startswith(b"cpu") or name == b"cpu":
-                continue
-            user, nice, system, _idle, _iowait, _irq, _softirq, steal = map(int, fields[:8])
-            busy.append((user + nice + system + steal) / CLK_TCK)
-    return busy
-
-
 def check_page(body: bytes, delays_ms: list[int]) -> list[str]:
     """What is wrong with a streamed page: a section missing or twice, no end."""
     problems = []
@@ -282,11 +266,11 @@ async def load(port: int, pid: int, path: str, concurrency: int, duration_s: flo
             conn.close()
 
     async def meter() -> None:
-        cpu0, mine0, busy0 = cpu_seconds(pid), time.process_time(), core_busy_s()
+        cpu0, mine0, busy0 = cpu_seconds(pid), time.process_time(), core_busy_seconds()
         await asyncio.sleep(max(0.0, deadline - loop.time()))
         result.server_cpu_s = cpu_seconds(pid) - cpu0
         result.client_cpu_s = time.process_time() - mine0
-        busy = [b - b0 for b, b0 in zip(core_busy_s(), busy0)]
+        busy = [b - b0 for b, b0 in zip(core_busy_seconds(), busy0)]
         if len(busy) > CLIENT_CPU:
             result.others_server_cpu_s = max(0.0, busy[SERVER_CPU] - result.server_cpu_s)
             result.others_client_cpu_s = max(0.0, busy[CLIENT_CPU] - result.client_cpu_s)
