@@ -247,15 +247,13 @@ class Connection(asyncio.Protocol):
                 self._write_and_close(self._error_bytes(408, "request body not received in time"))
             self.task.cancel()
         else:
-            self._closing = True
-            self.transport.close()
+            self._close()
 
     def close_if_idle(self) -> bool:
         """Close now if between requests with nothing buffered (shutdown)."""
         if self.task is not None or self.response is not None or not self.parser.idle:
             return False
-        self._closing = True
-        self.transport.close()
+        self._close()
         return True
 
     def _close(self) -> None:
