@@ -427,6 +427,11 @@ class Connection(asyncio.Protocol):
                         self._waiter = None
                 else:
                     parts.append(event)  # type: ignore[arg-type]
+        except ProtocolError:
+            # The framing is lost: whatever answers this request is the last one,
+            # even if the handler catches this and responds itself.
+            self._keep_alive = False
+            raise
         finally:
             self.server.clear_deadline(self)
             self.deadline = 0.0

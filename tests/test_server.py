@@ -701,3 +701,28 @@ async def test_damaged_requests_never_get_a_500_or_hang(server: Server) -> None:
             statuses = [int(s) for s in re.findall(rb"(?m)^HTTP/1\.1 (\d{3}) ", data)]
             assert all(s < 500 or s in (501, 505) for s in statuses), (raw, data[:300])
     await healthz_ok(server)
+
+
+async def test_handler_that_catches_a_body_error_answers_once_and_closes(start_server) -> None:
+    """A handler may catch the malformed-body error and respond; that is the only response, then close."""
+    from sse_server import App, PlainTextResponse, Request
+    from sse_server.http11 import ProtocolError
+
+    app = App()
+
+    @app.route("/lenient", methods=["POST"])
+    async def lenient(request: Request) -> PlainTextResponse:
+        try:
+            await request.body()
+        except ProtocolError:
+            return PlainTextResponse("could not read your body\n", 422)
+        return PlainTextResponse("ok\n")
+
+    server = await start_server(app)
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    writer.write(b"POST /lenient HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n")
+    async with asyncio.timeout(5):
+        data = await reader.read()  # everything until the server closes
+    writer.close()
+    assert data.count(b"HTTP/1.1 ") == 1
+    assert data.startswith(b"HTTP/1.1 422 ") and b"Connection: close" in data
