@@ -380,7 +380,9 @@ class RequestParser:
             return NEED_DATA
         line = bytes(buf[:end]).decode("latin-1")
         del buf[: end + 2]
-        size_text, _, extensions = line.partition(";")
+        size_text, semicolon, extensions = line.partition(";")
+        if semicolon:
+            size_text = size_text.rstrip(" \t")  # RFC 9112 §7.1.1: BWS before ";"
         if not _HEX.match(size_text) or len(size_text) > 16:
             raise ProtocolError("malformed chunk size")
         if _CTL.search(extensions) or "\r" in extensions:
