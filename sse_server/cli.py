@@ -52,8 +52,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds to receive a whole request head (408 beyond)")
     g.add_argument("--keepalive-timeout", type=float, default=_DEFAULTS.keepalive_timeout_s,
                    dest="keepalive_timeout_s", help="seconds an idle keep-alive connection is kept")
+    g.add_argument("--body-timeout", type=float, default=_DEFAULTS.body_timeout_s, dest="body_timeout_s",
+                   help="seconds a declared request body has to arrive (408 beyond)")
     g.add_argument("--shutdown-timeout", type=float, default=_DEFAULTS.shutdown_timeout_s,
                    dest="shutdown_timeout_s", help="seconds in-flight responses get on shutdown")
+    g.add_argument("--backlog", type=int, default=_DEFAULTS.backlog,
+                   help="listen backlog: connections the kernel queues before we accept them")
     s = p.add_argument_group("server-sent events")
     s.add_argument("--heartbeat", type=float, default=_DEFAULTS.heartbeat_s, dest="heartbeat_s",
                    help="seconds of idle before a heartbeat comment")
@@ -61,6 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="reconnection delay hint sent to clients")
     s.add_argument("--history-size", type=int, default=_DEFAULTS.history_size,
                    help="events kept per channel for Last-Event-ID resume")
+    s.add_argument("--max-channels", type=int, default=_DEFAULTS.max_channels,
+                   help="channels kept; past this the least recently used idle one is forgotten")
     s.add_argument("--max-subscriber-buffer-bytes", type=int, default=_DEFAULTS.max_subscriber_buffer_bytes,
                    help="unsent bytes a slow subscriber may hold before it is disconnected")
     s.add_argument("--stream-send-buffer-bytes", type=int, default=_DEFAULTS.stream_send_buffer_bytes,

@@ -39,6 +39,7 @@ class Config:
     heartbeat_s: float = 15.0  # comment line after this much idle time; proxies drop silent streams
     retry_ms: int = 3_000  # reconnection hint sent at the start of each stream
     history_size: int = 1_000  # events kept per channel for Last-Event-ID resume
+    max_channels: int = 10_000  # clients name channels; idle ones past this are forgotten (LRU)
     max_subscriber_buffer_bytes: int = 1024 * 1024  # unsent bytes before a slow client is dropped
     # Kernel send buffer of a streaming response. Left to autotuning, a stalled
     # reader pins up to several MiB of kernel memory before the budget above even

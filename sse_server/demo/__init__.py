@@ -82,7 +82,7 @@ def create_app() -> App:
     async def start_broker() -> None:
         cfg = app.config
         assert cfg is not None
-        broker = Broker(cfg.history_size, cfg.max_subscriber_buffer_bytes)
+        broker = Broker(cfg.history_size, cfg.max_subscriber_buffer_bytes, cfg.max_channels)
         broker_box.append(broker)
         app.state["broker"] = broker
 
