@@ -28,10 +28,9 @@ from sse_server.llm import (
     APIError,
     ChatService,
     install_llm,
-    mock_complete,
     parse_chat_request,
-    tokenize,
 )
+from sse_server.mockmodel import mock_complete, tokenize
 from sse_server.server import Server
 from sse_server.sse import Event, EventStreamParser
 from sse_server.upstream import (

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from sse_server.demo import create_app
-from sse_server.llm import mock_complete
+from sse_server.mockmodel import mock_complete
 
 # A prompt whose mock answer carries markup-looking text (checked below, so a change
 # to the mock's templates cannot silently drop what this test is about).
