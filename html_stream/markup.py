@@ -83,7 +83,12 @@ def escape_text(value: str) -> Markup:
     """Escape a str for HTML text: ``escape_text("a<b & c") == "a&lt;b &amp; c"``."""
     if hasattr(value, "__html__"):
         return Markup(value.__html__())
-    return Markup(
+    return Markup(_escape_text(value))
+
+
+def _escape_text(value: str) -> str:
+    # escape_text for a plain str, without the Markup wrapper: the writer's hot path.
+    return (
         value.replace("&", "&amp;")
         .replace("<", "&lt;")
         .replace(">", "&gt;")
@@ -143,6 +148,35 @@ def validate_tag_name(tag: str) -> str:
     return tag
 
 
+# Valid names mapped to their lower-case form. h() and the writer meet the same few
+# names on every render, and a dict lookup is cheaper than validate_*() and lower();
+# callers try `_TAG_KEYS.get(tag) or tag_key(tag)` so a known name costs no call.
+# Capped so a page that uses untrusted names cannot grow them without limit.
+_MAX_KNOWN_NAMES = 1024
+_TAG_KEYS: dict[str, str] = {}
+_ATTR_KEYS: dict[str, str] = {}
+
+
+def tag_key(tag: str) -> str:
+    """The lower-case form of `tag`; raises MarkupError unless it is a safe tag name."""
+    key = _TAG_KEYS.get(tag)
+    if key is None:
+        key = validate_tag_name(tag).lower()
+        if len(_TAG_KEYS) < _MAX_KNOWN_NAMES:
+            _TAG_KEYS[tag] = key
+    return key
+
+
+def attr_key(name: str) -> str:
+    """The lower-case form of `name`; raises MarkupError unless it is a safe attribute name."""
+    key = _ATTR_KEYS.get(name)
+    if key is None:
+        key = validate_attr_name(name).lower()
+        if len(_ATTR_KEYS) < _MAX_KNOWN_NAMES:
+            _ATTR_KEYS[name] = key
+    return key
+
+
 @dataclass(frozen=True, slots=True)
 class Element:
     """One HTML element. Build it with `h()` or `tags`, which validate and flatten."""
@@ -160,6 +194,15 @@ def flatten(node: Node) -> list[Node]:
 
 
 def _flatten_into(node: Node, out: list[Node]) -> None:
+    # Fast paths for the commonest nodes, by exact type: the ABC checks below are slow.
+    cls = type(node)
+    if cls is str or cls is Element or cls is Markup:
+        out.append(node)
+        return
+    if cls is list or cls is tuple:
+        for child in node:
+            _flatten_into(child, out)
+        return
     if node is None or isinstance(node, bool):
         return
     if isinstance(node, (str, Element)):
@@ -201,19 +244,39 @@ def h(tag: str, attrs: Mapping[str, Any] | Node = None, /, *children: Node, **kw
     space-joined (falsy items dropped), numbers -> str. Void elements take no
     children. Raises MarkupError for invalid tag or attribute names.
     """
-    validate_tag_name(tag)
-    if attrs is not None and not isinstance(attrs, Mapping):
+    key = _TAG_KEYS.get(tag) or tag_key(tag)
+    # `type(attrs) is dict` first: the Mapping ABC check is slow and a dict is common.
+    if attrs is not None and type(attrs) is not dict and not isinstance(attrs, Mapping):
         children = (attrs, *children)
         attrs = None
-    merged: dict[str, Any] = {}
-    if attrs:
-        for key, value in attrs.items():
-            merged[validate_attr_name(key)] = _attr_value(value)
-    for key, value in kw.items():
-        merged[validate_attr_name(_attr_key(key))] = _attr_value(value)
-    pairs = tuple((k, v) for k, v in merged.items() if v is not None and v is not False)
-    flat = tuple(flatten(children)) if children else ()
-    if flat and tag.lower() in VOID_ELEMENTS:
+    pairs: tuple[tuple[str, Any], ...] = ()
+    if kw or (attrs and type(attrs) is not dict):
+        merged: dict[str, Any] = {}
+        if attrs:
+            for name, value in attrs.items():
+                merged[validate_attr_name(name)] = _attr_value(value)
+        for name, value in kw.items():
+            merged[validate_attr_name(_attr_key(name))] = _attr_value(value)
+        pairs = tuple((k, v) for k, v in merged.items() if v is not None and v is not False)
+    elif attrs:
+        # Fast path: a plain dict's keys are already unique, so no merge dict is
+        # needed, and a str value needs no conversion.
+        kept = []
+        for name, value in attrs.items():
+            if name not in _ATTR_KEYS:
+                attr_key(name)
+            if type(value) is not str:
+                value = _attr_value(value)
+                if value is None or value is False:
+                    continue
+            kept.append((name, value))
+        pairs = tuple(kept)
+    flat: tuple[Node, ...] = ()
+    if children:
+        out: list[Node] = []
+        _flatten_into(children, out)
+        flat = tuple(out)
+    if flat and key in VOID_ELEMENTS:
         raise MarkupError(f"<{tag}> is a void element and takes no children")
     return Element(tag, pairs, flat)
 

@@ -30,17 +30,20 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, TypeAlias
 
 from .markup import (
+    _ATTR_KEYS,
+    _TAG_KEYS,
     RAW_TEXT_ELEMENTS,
     VOID_ELEMENTS,
     Element,
     Markup,
     MarkupError,
     Node,
+    _escape_text,
+    attr_key,
     escape_attr,
     escape_text,
     flatten,
-    validate_attr_name,
-    validate_tag_name,
+    tag_key,
 )
 from .placement import (
     NO_WRAPPER_PARENTS,
@@ -197,7 +200,13 @@ class _Writer:
             self.node(child, parent, None)
 
     def node(self, node: Node, parent: str, banned: str | None) -> None:
-        if isinstance(node, str):
+        # Fast paths for the two commonest nodes, by exact type before the checks below.
+        cls = type(node)
+        if cls is str:
+            self.out.append(_escape_text(node))
+        elif cls is Element:
+            self.element(node, banned)
+        elif isinstance(node, str):
             self.out.append(node if isinstance(node, Markup) else escape_text(node))
         elif isinstance(node, Element):
             self.element(node, banned)
@@ -220,20 +229,21 @@ class _Writer:
             raise TypeError(f"cannot render a {type(node).__name__} as HTML")
 
     def start_tag(self, el: Element, key: str) -> None:
-        out = self.out
         tag = el.tag
-        out.append("<" + tag)
-        has_nonce = False
+        text = "<" + tag
         for name, value in el.attrs:
-            out.append(_attribute(name, value, tag))
-            has_nonce = has_nonce or name.lower() == "nonce"
-        if self.nonce_attr and not has_nonce and _wants_nonce(el, key):
-            out.append(self.nonce_attr)
-        out.append(">")
+            text += _attribute(name, value, tag)
+        if (
+            self.nonce_attr
+            and _wants_nonce(el, key)
+            and not any(name.lower() == "nonce" for name, _ in el.attrs)
+        ):
+            text += self.nonce_attr
+        self.out.append(text + ">")
 
     def element(self, el: Element, banned: str | None) -> None:
-        tag = validate_tag_name(el.tag)
-        key = tag.lower()
+        tag = el.tag
+        key = _TAG_KEYS.get(tag) or tag_key(tag)
         self.start_tag(el, key)
         if key in VOID_ELEMENTS:
             if el.children:
@@ -245,11 +255,16 @@ class _Writer:
             if key == "plaintext":
                 raise MarkupError("<plaintext> never ends; it cannot be written")
             children = el.children
-            if key in _LEADING_NEWLINE and children and isinstance(children[0], str) and children[0][:1] == "\n":
-                self.out.append("\n")
-            inner = banned if banned is not None else banned_inside(key)
-            for child in children:
-                self.node(child, key, inner)
+            if children:
+                if key in _LEADING_NEWLINE and isinstance(children[0], str) and children[0][:1] == "\n":
+                    self.out.append("\n")
+                inner = banned if banned is not None else banned_inside(key)
+                out = self.out
+                for child in children:
+                    if type(child) is str:  # text is most children: spare a node() call
+                        out.append(_escape_text(child))
+                    else:
+                        self.node(child, key, inner)
         self.out.append(f"</{tag}>")
 
     def raw_text(self, el: Element, key: str) -> None:
@@ -290,25 +305,25 @@ def _wants_nonce(el: Element, key: str) -> bool:
 
 
 def _attribute(name: str, value: Any, tag: str) -> str:
-    validate_attr_name(name)
-    if value is True:
-        return " " + name
-    if value is None or value is False:
-        return ""
-    if isinstance(value, Suspense):
-        raise BoundaryPlacementError(f"a boundary cannot be the value of attribute {name!r} of <{tag}>")
-    if hasattr(value, "__html__"):
-        text = str(value.__html__())
-        if '"' in text:
-            raise MarkupError(f"Markup value of attribute {name!r} contains '\"'")
-        return f' {name}="{text}"'
-    if isinstance(value, (int, float)):
-        value = str(value)
-    elif isinstance(value, (list, tuple)):
-        value = " ".join(str(v) for v in value if v)
-    if not isinstance(value, str):
-        raise TypeError(f"attribute {name!r} of <{tag}> cannot be a {type(value).__name__}")
-    lowered = name.lower()
+    lowered = _ATTR_KEYS.get(name) or attr_key(name)
+    if type(value) is not str:  # a plain str (the common case) needs none of these
+        if value is True:
+            return " " + name
+        if value is None or value is False:
+            return ""
+        if isinstance(value, Suspense):
+            raise BoundaryPlacementError(f"a boundary cannot be the value of attribute {name!r} of <{tag}>")
+        if hasattr(value, "__html__"):
+            text = str(value.__html__())
+            if '"' in text:
+                raise MarkupError(f"Markup value of attribute {name!r} contains '\"'")
+            return f' {name}="{text}"'
+        if isinstance(value, (int, float)):
+            value = str(value)
+        elif isinstance(value, (list, tuple)):
+            value = " ".join(str(v) for v in value if v)
+        if not isinstance(value, str):
+            raise TypeError(f"attribute {name!r} of <{tag}> cannot be a {type(value).__name__}")
     if lowered.startswith("on"):
         raise MarkupError(f"event handler attribute {name!r} takes Markup (trusted script), not str")
     if lowered in _URL_ATTRS and _unsafe_url(value):
@@ -416,10 +431,13 @@ class _Render:
         when = None if b.spec.timeout_s is None else self.loop.time() + b.spec.timeout_s
         if self.deadline is not None:
             when = self.deadline if when is None else min(when, self.deadline)
-        scope = asyncio.timeout_at(when)
+        scope = None if when is None else asyncio.timeout_at(when)
         try:
-            async with scope:
+            if scope is None:  # nothing to time out: skip the scope's bookkeeping
                 node = await _produce(b.spec.content)
+            else:
+                async with scope:
+                    node = await _produce(b.spec.content)
             parts = self.write_content(node, b)
         except asyncio.CancelledError as exc:
             task = asyncio.current_task()
@@ -427,7 +445,7 @@ class _Render:
                 raise  # the render is closing
             parts = self.fail(b, exc, timed_out=False)  # content raised it by itself
         except TimeoutError as exc:
-            parts = self.fail(b, exc, timed_out=scope.expired())
+            parts = self.fail(b, exc, timed_out=scope is not None and scope.expired())
         except Exception as exc:
             parts = self.fail(b, exc, timed_out=False)
         b.parts = parts

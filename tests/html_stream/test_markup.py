@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+from types import MappingProxyType
 
 import pytest
 
@@ -143,6 +144,22 @@ def test_children_flattened() -> None:
     assert isinstance(el, Element)
     assert len(el.children) == 3
     assert flatten([None, [1, [True, "x"]]]) == ["1", "x"]
+
+
+def test_h_fast_paths_keep_general_semantics() -> None:
+    """A plain dict, another Mapping and keyword attributes all give the same element."""
+    attrs = {"class": ["a", "", "b"], "n": 1.5, "off": False, "none": None, "on": True}
+    want = (("class", "a b"), ("n", "1.5"), ("on", True))
+    assert h("i", attrs).attrs == want
+    assert h("i", MappingProxyType(attrs)).attrs == want
+    assert h("i", class_=["a", "", "b"], n=1.5, off=False, none=None, on=True).attrs == want
+    assert h("i", {"class": "x"}, class_="y").attrs == (("class", "y"),)
+    with pytest.raises(MarkupError):
+        h("i", {"bad name": "x"})
+    with pytest.raises(MarkupError):
+        h("bad tag")
+    with pytest.raises(MarkupError):
+        h("br", "child")
 
 
 @pytest.mark.parametrize("url", ["javascript:alert(1)", " JavaScript:x", "java\tscript:x", "\x01vbscript:x"])
