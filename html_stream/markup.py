@@ -157,24 +157,23 @@ _TAG_KEYS: dict[str, str] = {}
 _ATTR_KEYS: dict[str, str] = {}
 
 
+def _known_key(name: str, known: dict[str, str], validate: Callable[[str], str]) -> str:
+    key = known.get(name)
+    if key is None:
+        key = validate(name).lower()
+        if len(known) < _MAX_KNOWN_NAMES:
+            known[name] = key
+    return key
+
+
 def tag_key(tag: str) -> str:
     """The lower-case form of `tag`; raises MarkupError unless it is a safe tag name."""
-    key = _TAG_KEYS.get(tag)
-    if key is None:
-        key = validate_tag_name(tag).lower()
-        if len(_TAG_KEYS) < _MAX_KNOWN_NAMES:
-            _TAG_KEYS[tag] = key
-    return key
+    return _known_key(tag, _TAG_KEYS, validate_tag_name)
 
 
 def attr_key(name: str) -> str:
     """The lower-case form of `name`; raises MarkupError unless it is a safe attribute name."""
-    key = _ATTR_KEYS.get(name)
-    if key is None:
-        key = validate_attr_name(name).lower()
-        if len(_ATTR_KEYS) < _MAX_KNOWN_NAMES:
-            _ATTR_KEYS[name] = key
-    return key
+    return _known_key(name, _ATTR_KEYS, validate_attr_name)
 
 
 @dataclass(frozen=True, slots=True)

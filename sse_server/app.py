@@ -179,6 +179,15 @@ class Sink(Protocol):
     def finish(self) -> None: ...
 
 
+def _with_content_type(
+    headers: Iterable[tuple[str, str]] | dict[str, str] | None, content_type: str
+) -> list[tuple[str, str]]:
+    items = list(headers.items() if isinstance(headers, dict) else headers or ())
+    if not any(k.lower() == "content-type" for k, _ in items):
+        items.append(("Content-Type", content_type))
+    return items
+
+
 class Response:
     """A complete response, sent with ``Content-Length``."""
 
@@ -194,10 +203,7 @@ class Response:
     ) -> None:
         self.status = status
         self.body = body.encode("utf-8") if isinstance(body, str) else body
-        items = list(headers.items() if isinstance(headers, dict) else headers or ())
-        if not any(k.lower() == "content-type" for k, _ in items):
-            items.append(("Content-Type", content_type or self.media_type))
-        self.headers: list[tuple[str, str]] = items
+        self.headers = _with_content_type(headers, content_type or self.media_type)
 
 
 class PlainTextResponse(Response):
@@ -238,10 +244,7 @@ class StreamingResponse:
     ) -> None:
         self.status = status
         self.body = body
-        items = list(headers.items() if isinstance(headers, dict) else headers or ())
-        if not any(k.lower() == "content-type" for k, _ in items):
-            items.append(("Content-Type", content_type or self.media_type))
-        self.headers: list[tuple[str, str]] = items
+        self.headers = _with_content_type(headers, content_type or self.media_type)
 
     async def stream(self, sink: Sink) -> None:
         if self.body is None:

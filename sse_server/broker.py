@@ -27,6 +27,7 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
+from .http11 import encode_chunk
 from .sse import encode_event
 
 if TYPE_CHECKING:
@@ -159,7 +160,7 @@ class Broker:
         seq = ch.last_seq + 1
         event_id = f"{self.epoch}-{seq}"
         raw = encode_event(data, event=event, id=event_id)  # may raise ValueError: nothing changed yet
-        framed = b"%x\r\n%b\r\n" % (len(raw), raw)
+        framed = encode_chunk(raw)
         ch.last_seq = seq
         ch.history.append((seq, raw, framed))
         subscribers = ch.subscribers
@@ -250,6 +251,6 @@ class Broker:
             oldest = f"{self.epoch}-{ch.history[0][0]}" if ch.history else None
             payload = json.dumps({"reason": reset, "last_event_id": last_event_id, "oldest_id": oldest})
             notice = encode_event(payload, event="reset")
-            parts.append(b"%x\r\n%b\r\n" % (len(notice), notice) if chunked else notice)
+            parts.append(encode_chunk(notice) if chunked else notice)
         parts.extend(events)
         return Replay(b"".join(parts), reset, len(events))

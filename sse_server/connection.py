@@ -36,6 +36,7 @@ from .http11 import (
     ProtocolError,
     RequestHead,
     RequestParser,
+    encode_chunk,
     encode_response_head,
     http_date,
 )
@@ -52,7 +53,7 @@ access_log = logging.getLogger("sse_server.access")
 
 _MAX_DISCARD_BYTES = 64 * 1024  # unread request body we skip to keep a connection; more -> close
 _READ_HIGH_WATER = 256 * 1024  # buffered request bytes before we stop reading the socket
-_LAST_CHUNK = b"0\r\n\r\n"
+_LAST_CHUNK = encode_chunk(b"")
 _TCP_KEEPALIVE = (  # half-open peers of long streams are found in about two minutes
     (getattr(socket, "TCP_KEEPIDLE", None), 60),
     (getattr(socket, "TCP_KEEPINTVL", None), 10),
@@ -494,11 +495,11 @@ class Connection(asyncio.Protocol):
         return self.server.config
 
     def frame(self, data: bytes) -> bytes:
-        return b"%x\r\n%b\r\n" % (len(data), data) if self.chunked else data
+        return encode_chunk(data) if self.chunked else data
 
     def write(self, data: bytes) -> None:
         if data and not self._closing:
-            self.transport.write(b"%x\r\n%b\r\n" % (len(data), data) if self.chunked else data)
+            self.transport.write(encode_chunk(data) if self.chunked else data)
 
     def write_framed(self, wire: bytes) -> None:
         self.transport.write(wire)

@@ -22,6 +22,7 @@ from collections.abc import AsyncIterable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from .app import Request, Sink, StreamingResponse
+from .http11 import encode_chunk
 from .sse import Event, encode_comment, encode_event, encode_retry
 
 if TYPE_CHECKING:
@@ -39,7 +40,7 @@ SSE_HEADERS: tuple[tuple[str, str], ...] = (
 )
 
 _HEARTBEAT = encode_comment()
-_HEARTBEAT_CHUNK = b"%x\r\n%b\r\n" % (len(_HEARTBEAT), _HEARTBEAT)
+_HEARTBEAT_CHUNK = encode_chunk(_HEARTBEAT)
 
 
 def last_event_id_of(request: Request) -> str | None:

@@ -18,11 +18,11 @@ import random
 import time
 from typing import Any
 
-from locust import User, task
+from locust import task
 
 from sse_server.sse import EventStreamError, EventStreamParser
 
-from .common import CHAT, host_port, ms_since, report
+from .common import CHAT, RequestUser, ms_since, report
 from .wire import Connection, HTTPFailure
 
 __all__ = ["ChatUser"]
@@ -44,23 +44,15 @@ class ChatFailure(Exception):
     """The chat endpoint answered, but not with a complete streamed completion."""
 
 
-class ChatUser(User):
+class ChatUser(RequestUser):
     weight = 1
-
-    def wait_time(self) -> float:
-        return random.uniform(0.5, 1.5) * self.think_s
+    think_option = "chat_think_s"
 
     def on_start(self) -> None:
-        self.host_name, self.port = host_port(self.host)
+        super().on_start()
         options = self.environment.parsed_options
-        self.think_s = options.chat_think_s if options else 1.0
         self.max_tokens = options.chat_max_tokens if options else 64
         self.model = (options.chat_model if options else "") or None
-        timeout_s = options.request_timeout if options else 30.0
-        self.conn = Connection(self.host_name, self.port, timeout_s=timeout_s)
-
-    def on_stop(self) -> None:
-        self.conn.close()
 
     def _find_model(self) -> str | None:
         key = (self.host_name, self.port)

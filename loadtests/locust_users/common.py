@@ -12,16 +12,20 @@ from __future__ import annotations
 
 import gc
 import json
+import random
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
 import gevent
-from locust import events
+from locust import User, events
 from locust.env import Environment
 
+from .wire import Connection
+
 __all__ = [
+    "RequestUser",
     "SSE",
     "CHAT",
     "PAGE",
@@ -241,3 +245,24 @@ def _on_quitting(environment: Environment, **_kw: Any) -> None:
         with open(path, "w", encoding="utf-8") as f:
             json.dump(TALLY.as_dict(), f, indent=2)
             f.write("\n")
+
+
+class RequestUser(User):
+    """A user that makes one request at a time on its own keep-alive connection,
+    pausing about ``think_s`` (the option named by ``think_option``) between them."""
+
+    abstract = True
+    think_option = ""
+
+    def wait_time(self) -> float:
+        return random.uniform(0.5, 1.5) * self.think_s
+
+    def on_start(self) -> None:
+        self.host_name, self.port = host_port(self.host)
+        options = self.environment.parsed_options
+        self.think_s = getattr(options, self.think_option) if options else 1.0
+        timeout_s = options.request_timeout if options else 30.0
+        self.conn = Connection(self.host_name, self.port, timeout_s=timeout_s)
+
+    def on_stop(self) -> None:
+        self.conn.close()

@@ -11,13 +11,12 @@ A page that is not streamed (no chunked body), or that lacks one of its sections
 
 from __future__ import annotations
 
-import random
 import time
 
-from locust import User, task
+from locust import task
 
-from .common import PAGE, host_port, ms_since, report
-from .wire import Connection, HTTPFailure
+from .common import PAGE, RequestUser, ms_since, report
+from .wire import HTTPFailure
 
 __all__ = ["PageUser"]
 
@@ -29,26 +28,17 @@ class PageFailure(Exception):
     """The page arrived, but not as a complete streamed page."""
 
 
-class PageUser(User):
+class PageUser(RequestUser):
     weight = 1
-
-    def wait_time(self) -> float:
-        return random.uniform(0.5, 1.5) * self.think_s
+    think_option = "page_think_s"
 
     def on_start(self) -> None:
-        self.host_name, self.port = host_port(self.host)
+        super().on_start()
         options = self.environment.parsed_options
-        self.think_s = options.page_think_s if options else 1.0
         delays = (options.page_delays if options else "") or "300,100,200"
         self.target = f"/suspense?delays={delays}"
         count = len([d for d in delays.split(",") if d.strip()])
         self.sections = [b'id="section-%d"' % i for i in range(count)]
-        self.conn = Connection(
-            self.host_name, self.port, timeout_s=options.request_timeout if options else 30.0
-        )
-
-    def on_stop(self) -> None:
-        self.conn.close()
 
     @task
     def load_page(self) -> None:
