@@ -1,27 +1,47 @@
 """The application surface: App, Request and the Response types.
 
-An app is a routing table of ``async def handler(request) -> Response``.
-The connection layer (connection.py) builds the Request, calls the handler and
-writes the Response; nothing here touches a socket.
+An app is a routing table of ``async def handler(request) -> Response`` wrapped in
+a middleware stack. The connection layer (connection.py) builds the Request, awaits
+``app.handle(request)`` and writes what comes back; nothing here touches a socket.
+The app decides every answer: 404 and 405, ``HTTPError``, a malformed body, 500.
 
     app = App()
 
     @app.route("/hello/{name}")
     async def hello(request: Request) -> Response:
         return PlainTextResponse(f"hello {request.path_params['name']}\\n")
+
+A middleware is ``async def mw(request, call_next) -> Response``. It can answer
+before routing (a preflight, a refusal), change the response's headers (streams
+included: their head goes out after the stack returns), learn each response's final
+status, bytes and duration with ``request.on_finish(callback)``, and wrap a stream's
+writes with ``response.add_filter(filter)``:
+
+    async def timing(request, call_next):
+        response = await call_next(request)
+        response.headers.append(("X-Served-By", "app"))
+        return response
+
+    app.add_middleware(timing)
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterable, Awaitable, Callable, Iterable
+import logging
+from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import parse_qs
 
-from .routing import Router
+from .http11 import REASONS, ProtocolError
+from .routing import MethodNotAllowed, NotFound, Router
 
 if TYPE_CHECKING:
+    from .channels import EncodedEvent
     from .config import Config
+
+log = logging.getLogger("sse_server")
 
 __all__ = [
     "App",
@@ -30,10 +50,13 @@ __all__ = [
     "HTMLResponse",
     "HTTPError",
     "JSONResponse",
+    "Middleware",
+    "Outcome",
     "PlainTextResponse",
     "Request",
     "Response",
     "Sink",
+    "StreamFilter",
     "StreamingResponse",
 ]
 
@@ -89,12 +112,23 @@ class BodyReader(Protocol):
     async def __call__(self) -> bytes: ...
 
 
+@dataclass(slots=True, frozen=True)
+class Outcome:
+    """How a response ended, for ``request.on_finish`` callbacks (logs, metrics)."""
+
+    status: int
+    body_bytes: int  # bytes of body that went to the socket (after filters and framing)
+    duration_s: float  # from the request head to the last byte (or to the end of the stream)
+    streamed: bool
+    completed: bool  # False: the client left or the stream failed before its end
+
+
 class Request:
     """One HTTP request as the handler sees it. The body is read on first use."""
 
     __slots__ = (
         "method", "target", "path", "query_string", "http_version", "headers",
-        "client", "path_params", "app", "keep_alive", "_read_body", "_body", "_query",
+        "client", "path_params", "app", "_read_body", "_body", "_query", "_on_finish",
     )
 
     def __init__(
@@ -118,10 +152,10 @@ class Request:
         self.client = client
         self.path_params: dict[str, str] = {}
         self.app = app
-        self.keep_alive = True
         self._read_body = read_body
         self._body: bytes | None = None
         self._query: dict[str, list[str]] | None = None
+        self._on_finish: list[Callable[[Outcome], None]] | None = None
 
     @property
     def query(self) -> dict[str, list[str]]:
@@ -151,32 +185,56 @@ class Request:
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
             raise HTTPError(400, f"request body is not JSON: {e}") from None
 
+    def on_finish(self, callback: Callable[[Outcome], None]) -> None:
+        """Call ``callback(outcome)`` once the response has ended, streams included."""
+        if self._on_finish is None:
+            self._on_finish = []
+        self._on_finish.append(callback)
+
+    def finished(self, outcome: Outcome) -> None:
+        """Run the ``on_finish`` callbacks; the connection calls this once per request."""
+        callbacks, self._on_finish = self._on_finish, None
+        for callback in callbacks or ():
+            try:
+                callback(outcome)
+            except Exception:
+                log.exception("on_finish callback for %s %s failed", self.method, self.path)
+
 
 class Sink(Protocol):
-    """Where a streaming response writes; connection.py provides the real one.
+    """Where a streaming response writes; the connection layer provides the real one.
 
-    ``write`` frames (chunked on HTTP/1.1) and queues without blocking; ``drain``
-    waits while the client is slow and raises ``ConnectionError`` once it is gone.
-    ``frame`` gives the wire bytes for data, so one encoding can be written to many
-    sinks of the same framing with ``write_framed``. ``detach(on_close)`` keeps the
-    stream open after ``stream()`` returns, for producers that push from elsewhere;
-    ``finish()`` ends such a stream cleanly.
+    ``write`` frames (chunked on HTTP/1.1) and queues without blocking; ``deliver``
+    writes an event encoded once for many streams, framing it once for all of them;
+    ``drain`` waits while the client is slow and raises ``ConnectionError`` once it
+    is gone. ``detach(on_close)`` keeps the stream open after ``stream()`` returns,
+    for producers that push from elsewhere; ``finish()`` ends such a stream cleanly.
     """
-
-    chunked: bool
 
     @property
     def config(self) -> Config: ...
 
     def write(self, data: bytes) -> None: ...
-    def frame(self, data: bytes) -> bytes: ...
-    def write_framed(self, wire: bytes) -> None: ...
+    def deliver(self, event: EncodedEvent) -> None: ...
     def buffered_bytes(self) -> int: ...
     def is_closing(self) -> bool: ...
     def abort(self) -> None: ...
     async def drain(self) -> None: ...
     def detach(self, on_close: Callable[[], None]) -> None: ...
     def finish(self) -> None: ...
+
+
+class StreamFilter(Protocol):
+    """Transforms a stream's bytes on their way out (compression, for one).
+
+    Called once per write with what the producer wrote, it returns the bytes to send
+    now (b"" to send nothing yet); a filter that holds bytes back delays the stream,
+    so a compressor flushes on every call. ``close()`` gives the final bytes of a
+    stream that ends cleanly.
+    """
+
+    def __call__(self, data: bytes) -> bytes: ...
+    def close(self) -> bytes: ...
 
 
 def _with_content_type(
@@ -219,7 +277,12 @@ class JSONResponse(Response):
     __slots__ = ()
     media_type = "application/json"
 
-    def __init__(self, content: Any, status: int = 200, headers: Any = None) -> None:
+    def __init__(
+        self,
+        content: Any,
+        status: int = 200,
+        headers: Iterable[tuple[str, str]] | dict[str, str] | None = None,
+    ) -> None:
         body = json.dumps(content, ensure_ascii=False, separators=(",", ":"))
         super().__init__(body, status, headers)
 
@@ -232,7 +295,7 @@ class StreamingResponse:
     ``stream`` as a task and cancels it the moment the client goes away.
     """
 
-    __slots__ = ("status", "body", "headers")
+    __slots__ = ("status", "body", "headers", "filters")
     media_type = "text/plain; charset=utf-8"
 
     def __init__(
@@ -245,6 +308,11 @@ class StreamingResponse:
         self.status = status
         self.body = body
         self.headers = _with_content_type(headers, content_type or self.media_type)
+        self.filters: list[StreamFilter] = []
+
+    def add_filter(self, stream_filter: StreamFilter) -> None:
+        """Pass every write of this stream through ``stream_filter``, last added outermost."""
+        self.filters.append(stream_filter)
 
     async def stream(self, sink: Sink) -> None:
         if self.body is None:
@@ -260,22 +328,30 @@ class StreamingResponse:
         """Called when the server stops while this stream is live; the default does nothing."""
 
 
-Handler = Callable[[Request], Awaitable["Response | StreamingResponse"]]
+AnyResponse = Response | StreamingResponse
+Handler = Callable[[Request], Awaitable[AnyResponse]]
+Middleware = Callable[[Request, Handler], Awaitable[AnyResponse]]
+
+
+def error_response(status: int, detail: str = "", headers: Iterable[tuple[str, str]] = ()) -> Response:
+    """The plain-text answer for an error status: its detail, or the status's reason phrase."""
+    return Response(f"{detail or REASONS.get(status, '')}\n", status, list(headers))
 
 
 class App:
-    """A routing table plus start-up and shutdown hooks.
+    """A routing table, a middleware stack, and start-up and shutdown hooks.
 
-    ``config`` and ``server`` are set by the Server before ``on_startup`` runs.
+    ``handle(request)`` is the whole app as the server sees it. Middleware added
+    with ``add_middleware`` runs in the order added, the first outermost.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, middleware: Sequence[Middleware] = ()) -> None:
         self.router = Router()
         self.on_startup: list[Callable[[], Awaitable[None]]] = []
         self.on_shutdown: list[Callable[[], Awaitable[None]]] = []
-        self.config: Config | None = None
-        self.server: Any = None
         self.state: dict[str, Any] = {}
+        self._middleware: list[Middleware] = list(middleware)
+        self._stack: Handler | None = None
 
     def route(self, pattern: str, methods: Iterable[str] = ("GET",)) -> Callable[[Handler], Handler]:
         def register(handler: Handler) -> Handler:
@@ -286,3 +362,60 @@ class App:
 
     def add_route(self, pattern: str, handler: Handler, methods: Iterable[str] = ("GET",)) -> None:
         self.router.add(pattern, handler, methods)
+
+    def add_middleware(self, middleware: Middleware) -> None:
+        """Wrap every request from now on; the first added is the outermost."""
+        self._middleware.append(middleware)
+        self._stack = None
+
+    def handler(self, outer: Sequence[Middleware] = ()) -> Handler:
+        """The stack as one callable, with ``outer`` (the server's own) around the app's."""
+        stack: Handler = self._endpoint
+        for middleware in reversed([*outer, *self._middleware]):
+            stack = _bind(middleware, stack)
+        return _guarded(stack)
+
+    async def handle(self, request: Request) -> AnyResponse:
+        if self._stack is None:
+            self._stack = self.handler()
+        return await self._stack(request)
+
+    async def _endpoint(self, request: Request) -> AnyResponse:
+        try:
+            match = self.router.match(request.method, request.path)
+        except NotFound:
+            return error_response(404, f"no route for {request.path}")
+        except MethodNotAllowed as e:
+            return error_response(405, f"{request.method} not allowed here", [("Allow", ", ".join(e.allow))])
+        request.path_params = match.params
+        return await _answer(match.handler, request)
+
+
+def _bind(middleware: Middleware, call_next: Handler) -> Handler:
+    async def call(request: Request) -> AnyResponse:
+        return await _answer(lambda r: middleware(r, call_next), request)
+
+    return call
+
+
+def _guarded(stack: Handler) -> Handler:
+    async def call(request: Request) -> AnyResponse:
+        return await _answer(stack, request)
+
+    return call
+
+
+async def _answer(handler: Handler, request: Request) -> AnyResponse:
+    """Await ``handler`` and turn what it raises into the response it stands for."""
+    try:
+        return await handler(request)
+    except HTTPError as e:
+        return error_response(e.status, e.detail, e.headers)
+    except ProtocolError as e:
+        # The request body broke its framing: answer, then the connection closes.
+        return error_response(e.status, str(e), [("Connection", "close")])
+    except ConnectionError:
+        raise  # the client left: there is nobody to answer
+    except Exception:
+        log.exception("handler for %s %s failed", request.method, request.path)
+        return error_response(500, "internal server error", [("Connection", "close")])

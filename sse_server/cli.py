@@ -10,6 +10,7 @@ import asyncio
 import dataclasses
 import gc
 import importlib
+import inspect
 import logging
 import signal
 import sys
@@ -67,6 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="events kept per channel for Last-Event-ID resume")
     s.add_argument("--max-channels", type=int, default=_DEFAULTS.max_channels,
                    help="channels kept; past this the least recently used idle one is forgotten")
+    s.add_argument("--max-channels-per-stream", type=int, default=_DEFAULTS.max_channels_per_stream,
+                   help="channels one GET /events stream may name (400 beyond)")
     s.add_argument("--max-subscriber-buffer-bytes", type=int, default=_DEFAULTS.max_subscriber_buffer_bytes,
                    help="unsent bytes a slow subscriber may hold before it is disconnected")
     s.add_argument("--stream-send-buffer-bytes", type=int, default=_DEFAULTS.stream_send_buffer_bytes,
@@ -95,15 +98,17 @@ def _upstream_url(url: str) -> str:
     return url
 
 
-def load_app(spec: str) -> App:
-    """Import ``module:attr``; the attribute is an App or a callable returning one."""
+def load_app(spec: str, config: Config | None = None) -> App:
+    """Import ``module:attr``: an App, or a factory returning one, called with the
+    Config when it takes an argument (``create_app(config)``)."""
     module_name, _, attr = spec.partition(":")
     if not module_name or not attr:
         raise ValueError(f"--app wants MODULE:ATTR, got {spec!r}")
     module = importlib.import_module(module_name)
     obj = getattr(module, attr)
     if not isinstance(obj, App) and callable(obj):
-        obj = obj()
+        takes_config = bool(inspect.signature(obj).parameters)
+        obj = obj(config or Config()) if takes_config else obj()
     if not isinstance(obj, App):
         raise ValueError(f"{spec} is not an sse_server.App")
     return obj
@@ -138,11 +143,11 @@ def main(argv: list[str] | None = None) -> None:
     try:
         config = config_from_args(args)
         if args.app:
-            app = load_app(args.app)
+            app = load_app(args.app, config)
         else:
             from .demo import create_app
 
-            app = create_app()
+            app = create_app(config)
     except (ImportError, AttributeError, TypeError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

@@ -40,6 +40,9 @@ class Config:
     retry_ms: int = 3_000  # reconnection hint sent at the start of each stream
     history_size: int = 1_000  # events kept per channel for Last-Event-ID resume
     max_channels: int = 10_000  # clients name channels; idle ones past this are forgotten (LRU)
+    # One stream of several channels costs a set entry per channel per publish; this
+    # bounds what one connection can make each publish do (400 beyond).
+    max_channels_per_stream: int = 32
     max_subscriber_buffer_bytes: int = 1024 * 1024  # unsent bytes before a slow client is dropped
     # Kernel send buffer of a streaming response. Left to autotuning, a stalled
     # reader pins up to several MiB of kernel memory before the budget above even

@@ -2,18 +2,24 @@
 
 This is the only module that touches a transport. Bytes arrive in
 ``data_received`` and go into the parser (http11.py); once a request head is
-complete a task runs the handler and writes the response, then keeps serving any
-pipelined request already buffered. Between requests a connection has no task.
+complete a task asks the app for a response (``server.handle``: the middleware
+stack and the routes decide every answer) and an ``Exchange`` writes it, then the
+task keeps serving any pipelined request already buffered. Between requests a
+connection has no task.
 
 Why a Protocol and not ``asyncio.start_server``: a StreamReader, a StreamWriter
 and a task parked per connection cost about 10 KiB for every idle subscriber,
 and a wake-up per read. Here an idle keep-alive connection or a channel
 subscriber is this object, its transport and its parser: a few KiB, no task.
 
-Streams come in two shapes. An iterator-fed stream runs in the request task,
-which is cancelled the moment the client leaves (EOF or reset). A push stream
-(a broker channel) calls ``detach(on_close)`` and lets its task end; the broker
-writes into the connection directly and ``on_close`` runs when the client leaves.
+``Connection`` owns the transport, the parser, flow control and deadlines.
+``Exchange`` is one request's response: its head, its framing (chunked on
+HTTP/1.1, close-delimited on 1.0), the stream filters, the bytes sent, and the
+Sink that a streaming response writes to. Streams come in two shapes. An
+iterator-fed stream runs in the request task, which is cancelled the moment the
+client leaves (EOF or reset). A push stream (a channel subscription) calls
+``detach(on_close)`` and lets its task end; the engine delivers into the exchange
+directly and ``on_close`` runs when the client leaves.
 
 Timers are not per connection: a connection records ``deadline`` and the
 server's single sweeper closes whoever is past it (408 if a head was started).
@@ -28,7 +34,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from .app import HTTPError, Headers, Request, Response, StreamingResponse
+from .app import Headers, Outcome, Request, Response, StreamFilter, StreamingResponse
 from .http11 import (
     END_OF_MESSAGE,
     NEED_DATA,
@@ -40,16 +46,15 @@ from .http11 import (
     encode_response_head,
     http_date,
 )
-from .routing import MethodNotAllowed, NotFound
 
 if TYPE_CHECKING:
+    from .channels import EncodedEvent
     from .config import Config
     from .server import Server
 
-__all__ = ["Connection", "ClientGone"]
+__all__ = ["ClientGone", "Connection", "Exchange", "error_response_bytes"]
 
 log = logging.getLogger("sse_server")
-access_log = logging.getLogger("sse_server.access")
 
 _MAX_DISCARD_BYTES = 64 * 1024  # unread request body we skip to keep a connection; more -> close
 _READ_HIGH_WATER = 256 * 1024  # buffered request bytes before we stop reading the socket
@@ -66,7 +71,8 @@ class ClientGone(ConnectionError):
 
 
 def error_response_bytes(status: int, detail: str, extra: list[tuple[str, str]] | None = None) -> bytes:
-    """A complete minimal response that also closes the connection."""
+    """A complete minimal response that also closes the connection (for what the
+    parser refuses, before any app code runs)."""
     body = f"{status} {REASONS.get(status, '')}: {detail}\n".encode("utf-8", "replace")
     headers = [
         ("Date", http_date().decode()),
@@ -78,16 +84,15 @@ def error_response_bytes(status: int, detail: str, extra: list[tuple[str, str]] 
     return encode_response_head(status, headers) + body
 
 
-def _set_send_buffer(sock: socket.socket | None, size: int) -> None:
-    if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
-        except OSError:  # gone already; the next write will say so
-            pass
+def _tcp_socket(transport: asyncio.BaseTransport) -> socket.socket | None:
+    sock = transport.get_extra_info("socket")
+    if sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return None
+    return sock  # type: ignore[no-any-return]
 
 
 def _configure_socket(sock: socket.socket | None) -> None:
-    if sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
+    if sock is None:
         return
     try:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -101,10 +106,9 @@ def _configure_socket(sock: socket.socket | None) -> None:
 
 class Connection(asyncio.Protocol):
     __slots__ = (
-        "server", "transport", "parser", "client", "deadline", "task", "chunked",
-        "response", "on_close", "_head", "_keep_alive", "_body_unread", "_waiter",
-        "_drain_waiter", "_paused_writing", "_eof", "_lost", "_closing", "_head_started",
-        "_answered",
+        "server", "transport", "parser", "client", "deadline", "task", "stream",
+        "_head", "_keep_alive", "_body_unread", "_waiter", "_drain_waiter", "_paused_writing",
+        "_eof", "_lost", "_closing", "_head_started", "_answered",
     )
 
     def __init__(self, server: Server) -> None:
@@ -117,9 +121,7 @@ class Connection(asyncio.Protocol):
         self.client: tuple[str, int] | None = None
         self.deadline = 0.0  # loop time after which the sweeper acts; 0 = none
         self.task: asyncio.Task[None] | None = None  # the request being served, if any
-        self.chunked = True
-        self.response: StreamingResponse | None = None  # the live stream, if any
-        self.on_close: Callable[[], None] | None = None  # set by detach()
+        self.stream: Exchange | None = None  # the live streaming response, if any
         self._head: RequestHead | None = None
         self._keep_alive = True
         self._body_unread = False
@@ -131,6 +133,10 @@ class Connection(asyncio.Protocol):
         self._closing = False
         self._head_started = False
         self._answered = False  # the current request's response head has been written
+
+    @property
+    def closing(self) -> bool:
+        return self._closing or self.transport.is_closing()
 
     # -- asyncio.Protocol --------------------------------------------------------
 
@@ -145,14 +151,14 @@ class Connection(asyncio.Protocol):
             self.transport.write(self._error_bytes(503, "server is at its connection limit", [("Retry-After", retry)]))
             self.transport.close()
             return
-        _configure_socket(transport.get_extra_info("socket"))
+        _configure_socket(_tcp_socket(transport))
         server.track(self)
         self._await_request()
 
     def data_received(self, data: bytes) -> None:
         parser = self.parser
         parser.feed(data)
-        if self.response is not None:
+        if self.stream is not None:
             # Bytes pipelined behind a stream wait for it to end; a client that
             # floods them is not playing by the rules.
             if parser.buffered > self.server.config.max_header_bytes:
@@ -168,7 +174,7 @@ class Connection(asyncio.Protocol):
 
     def eof_received(self) -> bool:
         self._eof = True
-        if self.response is not None or self.task is None:
+        if self.stream is not None or self.task is None:
             # A stream's client left, or an idle connection ended: close now. A
             # request in progress may still be answered over the half-closed socket.
             self._closing = True
@@ -185,13 +191,9 @@ class Connection(asyncio.Protocol):
         if waiter is not None and not waiter.done():
             waiter.set_exception(ClientGone())
             waiter.exception()  # retrieved here so an unawaited drain logs nothing
-        on_close, self.on_close = self.on_close, None
-        if on_close is not None:
-            self.response = None
-            try:
-                on_close()
-            except Exception:
-                log.exception("stream close hook failed")
+        stream = self.stream
+        if stream is not None and stream.on_close is not None:
+            stream.closed(completed=False)  # a detached stream: nobody else will notice
         if self.task is not None and not self.task.done():
             self.task.cancel()  # the client left: stop the handler or producer
 
@@ -252,7 +254,7 @@ class Connection(asyncio.Protocol):
 
     def close_if_idle(self) -> bool:
         """Close now if between requests with nothing buffered (shutdown)."""
-        if self.task is not None or self.response is not None or not self.parser.idle:
+        if self.task is not None or self.stream is not None or not self.parser.idle:
             return False
         self._close()
         return True
@@ -279,7 +281,7 @@ class Connection(asyncio.Protocol):
         try:
             while True:
                 await self._respond(head)
-                if self.response is not None:
+                if self.stream is not None:
                     return  # detached stream: lives on without this task
                 if not self._keep_alive or self._closing:
                     self._close()
@@ -296,7 +298,7 @@ class Connection(asyncio.Protocol):
                     break
                 assert isinstance(event, RequestHead)
                 head = event  # pipelined: serve it in this same task
-        except (ClientGone, ConnectionError):
+        except ConnectionError:
             self._close()
             return
         except asyncio.CancelledError:
@@ -319,55 +321,30 @@ class Connection(asyncio.Protocol):
             head.method, head.target, head.path, head.query, head.version,
             Headers(head.headers), self.client, self._read_body, self.server.app,
         )
-        started = time.perf_counter()
-        response: Response | StreamingResponse | None = None
+        exchange = Exchange(self, request)
         try:
-            try:
-                response = await self._dispatch(request)
-                if isinstance(response, StreamingResponse):
-                    await self._send_stream(request, response)
-                    # (its body, if any, was read before the head went out)
-            except ProtocolError as e:  # a malformed body, met before any response byte
-                self._fail(e)
-                raise ClientGone() from None
-            if not isinstance(response, StreamingResponse):
-                self._send_plain(request, response)
-                if self._paused_writing:
-                    await self.drain()
-                if self._body_unread and self._keep_alive:
-                    try:
-                        await self._read_body()  # skip what the handler left, to reach the next request
-                    except ProtocolError:
-                        raise ClientGone() from None
+            response = await self.server.handle(request)
+            if isinstance(response, StreamingResponse):
+                try:
+                    await exchange.send_stream(response)
+                except ProtocolError as e:  # a POST stream's body, read before the head
+                    self._fail(e)
+                    raise ClientGone() from None
+                return
+            exchange.send_plain(response)
+            if self._paused_writing:
+                await self.drain()
+            if self._body_unread and self._keep_alive:
+                try:
+                    await self._read_body()  # skip what the handler left, to reach the next request
+                except ProtocolError:
+                    raise ClientGone() from None
         finally:
-            if self.server.config.access_log and access_log.isEnabledFor(logging.INFO):
-                access_log.info(
-                    '%s - "%s %s HTTP/%s" %s %.1fms', self.client[0] if self.client else "-",
-                    head.method, head.target, head.version,
-                    response.status if response is not None else "-",
-                    (time.perf_counter() - started) * 1000,
-                )
+            if exchange.on_close is None:
+                exchange.closed(completed=False)  # a no-op once it has ended
 
-    async def _dispatch(self, request: Request) -> Response | StreamingResponse:
-        try:
-            match = self.server.app.router.match(request.method, request.path)
-        except NotFound:
-            return Response(f"no route for {request.path}\n", 404)
-        except MethodNotAllowed as e:
-            return Response(f"{request.method} not allowed here\n", 405, [("Allow", ", ".join(e.allow))])
-        request.path_params = match.params
-        try:
-            return await match.handler(request)
-        except HTTPError as e:
-            return Response(f"{e.detail or REASONS.get(e.status, '')}\n", e.status, e.headers)
-        except (ProtocolError, ConnectionError, asyncio.CancelledError):
-            raise
-        except Exception:
-            log.exception("handler for %s %s failed", request.method, request.path)
-            self._keep_alive = False
-            return Response("internal server error\n", 500)
-
-    def _response_headers(self, response: Response | StreamingResponse) -> list[tuple[str, str]]:
+    def response_headers(self, response: Response | StreamingResponse) -> list[tuple[str, str]]:
+        """The response's headers plus ours; settles whether the connection stays open."""
         head = self._head
         assert head is not None
         if self._body_unread and (
@@ -378,7 +355,13 @@ class Connection(asyncio.Protocol):
             self._keep_alive = False
         if self.server.shutting_down:
             self._keep_alive = False
-        headers = response.headers.copy()
+        headers = []
+        for name, value in response.headers:
+            if name.lower() == "connection":  # the app asks to close (after an error); we frame it
+                if value.lower() == "close":
+                    self._keep_alive = False
+                continue
+            headers.append((name, value))
         headers.append(("Date", http_date().decode()))
         headers.append(("Server", self.server.config.server_header))
         if not self._keep_alive:
@@ -386,17 +369,6 @@ class Connection(asyncio.Protocol):
         elif head.version == "1.0":
             headers.append(("Connection", "keep-alive"))
         return headers
-
-    def _send_plain(self, request: Request, response: Response) -> None:
-        headers = self._response_headers(response)
-        status = response.status
-        if status >= 200 and status not in (204, 304):
-            headers.append(("Content-Length", str(len(response.body))))
-        data = encode_response_head(status, headers)
-        if request.method != "HEAD" and status not in (204, 304):
-            data += response.body
-        self.transport.write(data)
-        self._answered = True
 
     # -- request bodies -----------------------------------------------------------------
 
@@ -427,7 +399,8 @@ class Connection(asyncio.Protocol):
                     finally:
                         self._waiter = None
                 else:
-                    parts.append(event)  # type: ignore[arg-type]
+                    assert isinstance(event, bytes)
+                    parts.append(event)
         except ProtocolError:
             # The framing is lost: whatever answers this request is the last one,
             # even if the handler catches this and responds itself.
@@ -442,79 +415,7 @@ class Connection(asyncio.Protocol):
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
-    # -- streaming responses ------------------------------------------------------------
-
-    async def _send_stream(self, request: Request, response: StreamingResponse) -> None:
-        head = self._head
-        assert head is not None
-        headers = self._response_headers(response)
-        if head.version == "1.0":
-            # HTTP/1.0 has no chunked coding: the body ends when we close.
-            self.chunked = False
-            self._keep_alive = False
-            headers = [h for h in headers if h[0] != "Connection"] + [("Connection", "close")]
-        else:
-            self.chunked = True
-            headers.append(("Transfer-Encoding", "chunked"))
-        if self._body_unread:
-            await self._read_body()  # a POST stream's JSON body is read before it starts
-        self.transport.write(encode_response_head(response.status, headers))
-        self._answered = True
-        if request.method == "HEAD":
-            return
-        self.response = response
-        if self.server.config.stream_send_buffer_bytes:
-            _set_send_buffer(self.transport.get_extra_info("socket"), self.server.config.stream_send_buffer_bytes)
-        self.server.stream_started(self)
-        try:
-            await response.stream(self)
-        except (ClientGone, ConnectionError):
-            log.debug("client %s left during a stream", self.client)
-            raise
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("stream producer failed; ending the stream")
-            self._keep_alive = False
-        finally:
-            if self.on_close is None:
-                self.response = None
-                self.server.stream_ended(self)
-        if self.on_close is not None:
-            return  # detached: the connection holds the stream open
-        if self._lost:
-            raise ClientGone()
-        if self.chunked:
-            self.transport.write(_LAST_CHUNK)
-        await self.drain()
-
-    # -- the Sink protocol (app.Sink) used by stream producers ---------------------------
-
-    @property
-    def config(self) -> Config:
-        return self.server.config
-
-    def frame(self, data: bytes) -> bytes:
-        return encode_chunk(data) if self.chunked else data
-
-    def write(self, data: bytes) -> None:
-        if data and not self._closing:
-            self.transport.write(encode_chunk(data) if self.chunked else data)
-
-    def write_framed(self, wire: bytes) -> None:
-        self.transport.write(wire)
-
-    def buffered_bytes(self) -> int:
-        return self.transport.get_write_buffer_size()
-
-    def is_closing(self) -> bool:
-        return self._closing or self.transport.is_closing()
-
-    def abort(self) -> None:
-        """Drop the connection now, unsent bytes and all (a client over its budget)."""
-        self._keep_alive = False
-        self._closing = True
-        self.transport.abort()
+    # -- flow control ---------------------------------------------------------------------
 
     async def drain(self) -> None:
         """Wait while the client's socket is full; raise ClientGone once it has left."""
@@ -527,37 +428,224 @@ class Connection(asyncio.Protocol):
             waiter = self._drain_waiter = self.server.loop.create_future()
         await waiter
 
-    def detach(self, on_close: Callable[[], None]) -> None:
-        """Keep this stream open after ``stream()`` returns, with no task behind it.
+    def abort(self) -> None:
+        """Drop the connection now, unsent bytes and all (a client over its budget)."""
+        self._keep_alive = False
+        self._closing = True
+        self.transport.abort()
 
-        Whoever writes to it from now on (a broker) owns it; ``on_close`` runs once,
-        when the client leaves or the server ends the stream.
-        """
-        self.on_close = on_close
+    def stream_done(self, exchange: Exchange) -> None:
+        """A streaming response ended; serve the next request or close."""
+        self.stream = None
+        self.server.stream_ended(exchange)
 
-    def finish(self) -> None:
-        """End a detached stream cleanly; the connection then serves its next request."""
-        on_close, self.on_close = self.on_close, None
-        if on_close is None:
-            return
-        self.response = None
-        self.server.stream_ended(self)
-        on_close()
-        if self._closing:
-            return
-        if self.chunked:
-            self.transport.write(_LAST_CHUNK)
+    def resume_after_detached(self) -> None:
+        """A detached stream ended cleanly: back to waiting for the next request."""
         if self._keep_alive and not self._eof:
             self._await_request()
         else:
             self._close()
 
+
+class Exchange:
+    """One request's response on a connection, and the Sink its stream writes to.
+
+    Counts what it sends and reports the ``Outcome`` to the request's ``on_finish``
+    callbacks exactly once, when the response has ended for whatever reason.
+    """
+
+    __slots__ = (
+        "conn", "transport", "request", "started", "status", "chunked", "filters",
+        "body_bytes", "response", "on_close", "_done",
+    )
+
+    def __init__(self, conn: Connection, request: Request) -> None:
+        self.conn = conn
+        self.transport = conn.transport
+        self.request = request
+        self.started = time.perf_counter()
+        self.status = 0  # 0 until a head went out
+        self.chunked = True
+        self.filters: list[StreamFilter] = []
+        self.body_bytes = 0
+        self.response: StreamingResponse | None = None
+        self.on_close: Callable[[], None] | None = None  # set by detach()
+        self._done = False
+
+    # -- plain responses ------------------------------------------------------------
+
+    def send_plain(self, response: Response) -> None:
+        conn = self.conn
+        headers = conn.response_headers(response)
+        status = response.status
+        if status >= 200 and status not in (204, 304):
+            headers.append(("Content-Length", str(len(response.body))))
+        data = encode_response_head(status, headers)
+        if self.request.method != "HEAD" and status not in (204, 304):
+            data += response.body
+            self.body_bytes = len(response.body)
+        self.transport.write(data)
+        self.status = status
+        conn._answered = True
+        self.closed(completed=True)
+
+    # -- streaming responses ----------------------------------------------------------
+
+    async def send_stream(self, response: StreamingResponse) -> None:
+        conn = self.conn
+        headers = conn.response_headers(response)
+        if self.request.http_version == "1.0":
+            # HTTP/1.0 has no chunked coding: the body ends when we close.
+            self.chunked = False
+            conn._keep_alive = False
+            headers = [h for h in headers if h[0] != "Connection"] + [("Connection", "close")]
+        else:
+            headers.append(("Transfer-Encoding", "chunked"))
+        if conn._body_unread:
+            await conn._read_body()  # a POST stream's JSON body is read before it starts
+        self.transport.write(encode_response_head(response.status, headers))
+        self.status = response.status
+        conn._answered = True
+        if self.request.method == "HEAD":
+            self.closed(completed=True)
+            return
+        self.response = response
+        self.filters = list(response.filters)
+        conn.stream = self
+        config = conn.server.config
+        if config.stream_send_buffer_bytes:
+            _set_send_buffer(_tcp_socket(self.transport), config.stream_send_buffer_bytes)
+        conn.server.stream_started(self)
+        completed = False
+        try:
+            await response.stream(self)
+            completed = True
+        except ConnectionError:
+            log.debug("client %s left during a stream", conn.client)
+            raise
+        except Exception:
+            log.exception("stream producer failed; ending the stream")
+            conn._keep_alive = False
+        finally:
+            if self.on_close is None:
+                conn.stream_done(self)
+                if not completed:
+                    self.closed(completed=False)
+        if self.on_close is not None:
+            return  # detached: the connection holds the stream open
+        if conn._lost:
+            raise ClientGone()
+        self._write_end()
+        self.closed(completed=completed)
+        await conn.drain()
+
+    def _write_end(self) -> None:
+        if self.conn.closing:
+            return
+        filters = self.filters
+        for i, stream_filter in enumerate(filters):  # innermost first; its tail passes the outer ones
+            tail = stream_filter.close()
+            for outer in filters[i + 1:]:
+                tail = outer(tail) if tail else tail
+            if tail:
+                self._send(tail)
+        if self.chunked:
+            self.transport.write(_LAST_CHUNK)
+
+    def closed(self, completed: bool) -> None:
+        """The response has ended: tell the request's on_finish callbacks, once."""
+        if self._done:
+            return
+        self._done = True
+        on_close, self.on_close = self.on_close, None
+        if on_close is not None:
+            self.conn.stream_done(self)
+            try:
+                on_close()
+            except Exception:
+                log.exception("stream close hook failed")
+        self.request.finished(Outcome(
+            self.status, self.body_bytes, time.perf_counter() - self.started,
+            self.response is not None, completed,
+        ))
+
+    # -- the Sink protocol (app.Sink) used by stream producers ---------------------------
+
+    @property
+    def config(self) -> Config:
+        return self.conn.server.config
+
+    def write(self, data: bytes) -> None:
+        if not data or self.conn.closing:
+            return
+        for stream_filter in self.filters:
+            data = stream_filter(data)
+            if not data:
+                return
+        self._send(data)
+
+    def _send(self, data: bytes) -> None:
+        wire = encode_chunk(data) if self.chunked else data
+        self.body_bytes += len(wire)
+        self.transport.write(wire)
+
+    def deliver(self, event: EncodedEvent) -> None:
+        """Write an event encoded once for many streams, framing it once for all of them."""
+        if self.filters:
+            self.write(event.raw)  # each filtered stream transforms its own copy
+            return
+        if self.chunked:
+            wire = event.framed
+            if wire is None:
+                wire = event.framed = encode_chunk(event.raw)
+        else:
+            wire = event.raw
+        self.body_bytes += len(wire)
+        self.transport.write(wire)
+
+    def buffered_bytes(self) -> int:
+        return self.transport.get_write_buffer_size()
+
+    def is_closing(self) -> bool:
+        return self.conn.closing
+
+    def abort(self) -> None:
+        self.conn.abort()
+
+    async def drain(self) -> None:
+        await self.conn.drain()
+
+    def detach(self, on_close: Callable[[], None]) -> None:
+        """Keep this stream open after ``stream()`` returns, with no task behind it.
+
+        Whoever writes to it from now on (a channel engine) owns it; ``on_close``
+        runs once, when the client leaves or the stream ends.
+        """
+        self.on_close = on_close
+
+    def finish(self) -> None:
+        """End a detached stream cleanly; the connection then serves its next request."""
+        if self.on_close is None:
+            return
+        self.closed(completed=True)
+        if self.conn.closing:
+            return
+        self._write_end()
+        self.conn.resume_after_detached()
+
     def end_stream(self) -> None:
         """End the live stream from outside (shutdown) and close the connection."""
-        self._keep_alive = False
-        self._closing = True
-        if self.chunked and not self.transport.is_closing():
-            self.transport.write(_LAST_CHUNK)
-        self.transport.close()
-        if self.task is not None and not self.task.done():
-            self.task.cancel()
+        conn = self.conn
+        conn._keep_alive = False
+        self._write_end()
+        conn._close()
+        if conn.task is not None and not conn.task.done():
+            conn.task.cancel()
+
+
+def _set_send_buffer(sock: socket.socket | None, size: int) -> None:
+    if sock is not None:
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
+        except OSError:  # gone already; the next write will say so
+            pass

@@ -44,8 +44,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import quote
 
 from .app import App, JSONResponse, Request, Response, Sink
-from .broker import Broker
-from .eventstream import EventStream, last_event_id_of
+from .channels import MemoryEngine
+from .sse.streams import ChannelStream, EventStream, last_event_id_of
 from .sse import EventStreamError, EventStreamParser, encode_event
 from .mockmodel import MockCompletion, mock_complete
 from .upstream import Endpoint, UpstreamError, UpstreamResponse
@@ -695,7 +695,7 @@ class Job:
 
     def _publish(self, event: str, payload: dict[str, Any]) -> None:
         self.events += 1
-        self.service.broker.publish(self.channel, _json(payload), event=event)
+        self.service.broker.publish_nowait(self.channel, _json(payload), event=event)
 
     def token(self, text: str, raw: str | None) -> None:
         if not text or not self.running:
@@ -756,7 +756,7 @@ class ChatService:
         # Generations get a broker of their own: job channels are unreachable through
         # /channels/{name}/events (nobody can inject into someone's answer), and every
         # event of a job fits in its history.
-        self.broker = Broker(MAX_JOB_EVENTS, config.max_subscriber_buffer_bytes, max_channels=max_jobs + 1)
+        self.broker = MemoryEngine(MAX_JOB_EVENTS, max_channels=max_jobs + 1)
         self.jobs: dict[str, Job] = {}  # insertion order = age
         self.max_jobs = max_jobs
         self.job_idle_cancel_s = job_idle_cancel_s
@@ -858,7 +858,8 @@ class ChatService:
 
 async def _read_chat_body(request: Request) -> tuple[bytes, object]:
     """The body bytes and their JSON, or an APIError in OpenAI's shape."""
-    config = request.app.config if request.app is not None else None
+    service = request.app.state.get("llm") if request.app is not None else None
+    config = service.config if service is not None else None
     limit = min(MAX_CHAT_BODY_BYTES, config.max_body_bytes) if config is not None else MAX_CHAT_BODY_BYTES
     too_big = APIError(413, f"Request body too large: the limit is {limit} bytes.",
                        param=None, code="request_too_large")
@@ -874,17 +875,16 @@ async def _read_chat_body(request: Request) -> tuple[bytes, object]:
         raise APIError(400, f"We could not parse the JSON body of your request: {e}", code="invalid_json") from None
 
 
-def _job_stream(service: ChatService, request: Request, job: Job) -> EventStream:
+async def _job_stream(service: ChatService, request: Request, job: Job) -> ChannelStream:
     """The job's channel: after the request's Last-Event-ID, or from its first event."""
-    stream = EventStream.subscribe(request, service.broker, job.channel)
-    if stream.last_event_id is None:
-        stream.last_event_id = f"{service.broker.epoch}-0"  # before the first event: replay them all
+    stream = await ChannelStream.subscribe(request, service.broker, [job.channel], from_start=True)
     stream.headers.append(("Chat-Stream-Id", job.id))
     return stream
 
 
 def install_llm(
     app: App,
+    config: Config,
     *,
     max_jobs: int = DEFAULT_MAX_JOBS,
     job_idle_cancel_s: float = DEFAULT_JOB_IDLE_CANCEL_S,
@@ -894,8 +894,7 @@ def install_llm(
     box: list[ChatService] = []
 
     async def start() -> None:
-        assert app.config is not None
-        service = ChatService(app.config, max_jobs=max_jobs, job_idle_cancel_s=job_idle_cancel_s,
+        service = ChatService(config, max_jobs=max_jobs, job_idle_cancel_s=job_idle_cancel_s,
                               job_retention_s=job_retention_s)
         box.append(service)
         app.state["llm"] = service
@@ -1022,7 +1021,7 @@ def install_llm(
         location = [("Location", f"/chat/streams/{job.id}"), ("Chat-Stream-Id", job.id)]
         if "respond-async" in (request.headers.get("prefer") or ""):
             return JSONResponse(job.describe(), 202, [*location, ("Preference-Applied", "respond-async")])
-        stream = _job_stream(service, request, job)
+        stream = await _job_stream(service, request, job)
         stream.headers.append(location[0])
         return stream
 
@@ -1033,7 +1032,7 @@ def install_llm(
         return job
 
     async def resume_stream(service: ChatService, request: Request) -> Any:
-        return _job_stream(service, request, _job(service, request))
+        return await _job_stream(service, request, _job(service, request))
 
     async def cancel_stream(service: ChatService, request: Request) -> Any:
         job = _job(service, request)

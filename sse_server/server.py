@@ -7,6 +7,9 @@
 
 One sweeper timer serves every connection's deadline (head, keep-alive idle,
 body); thousands of idle connections cost memory, not timer wake-ups.
+
+The server wraps the app's middleware stack in its own (the access log) without
+changing the app: one App can be served by several servers with different configs.
 """
 
 from __future__ import annotations
@@ -14,9 +17,10 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from .app import App
+from .app import AnyResponse, App, Request
 from .config import Config
-from .connection import Connection
+from .connection import Connection, Exchange
+from .middleware.access_log import access_log
 
 __all__ = ["Server"]
 
@@ -28,7 +32,7 @@ class Server:
         self.app = app
         self.config = config or Config()
         self.connections: set[Connection] = set()
-        self.streams: set[Connection] = set()
+        self.streams: set[Exchange] = set()
         self.shutting_down = False
         self.port = 0
         self.host = self.config.host
@@ -39,6 +43,11 @@ class Server:
         self._stopped = asyncio.Event()
         self._shutdown_task: asyncio.Task[None] | None = None
         self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
+        self._handle = app.handler(outer=[access_log] if self.config.access_log else [])
+
+    async def handle(self, request: Request) -> AnyResponse:
+        """The app's answer to one request, through the server's and the app's middleware."""
+        return await self._handle(request)
 
     @property
     def sweep_interval_s(self) -> float:
@@ -48,8 +57,6 @@ class Server:
     async def start(self) -> None:
         """Run the app's start-up hooks and bind; returns once the port is listening."""
         self.loop = asyncio.get_running_loop()
-        self.app.config = self.config
-        self.app.server = self
         for hook in self.app.on_startup:
             await hook()
         self._idle.set()
@@ -81,16 +88,17 @@ class Server:
     def clear_deadline(self, conn: Connection) -> None:
         self._awaiting.discard(conn)
 
-    def stream_started(self, conn: Connection) -> None:
-        self.streams.add(conn)
+    def stream_started(self, exchange: Exchange) -> None:
+        self.streams.add(exchange)
 
-    def stream_ended(self, conn: Connection) -> None:
-        self.streams.discard(conn)
+    def stream_ended(self, exchange: Exchange) -> None:
+        self.streams.discard(exchange)
 
     def untrack(self, conn: Connection) -> None:
         self.connections.discard(conn)
         self._awaiting.discard(conn)
-        self.streams.discard(conn)
+        if conn.stream is not None:
+            self.streams.discard(conn.stream)
         if not self.connections:
             self._idle.set()
 
@@ -120,14 +128,14 @@ class Server:
             self._listener.close()
         for conn in list(self.connections):
             conn.close_if_idle()
-        for conn in list(self.streams):
-            response = conn.response
+        for exchange in list(self.streams):
+            response = exchange.response
             if response is not None:
                 try:
-                    await response.on_shutdown(conn)
+                    await response.on_shutdown(exchange)
                 except Exception:
                     log.exception("stream shutdown hook failed")
-            conn.end_stream()
+            exchange.end_stream()
         try:
             await asyncio.wait_for(self._idle.wait(), self.config.shutdown_timeout_s)
         except TimeoutError:

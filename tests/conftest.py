@@ -95,11 +95,19 @@ StartServer = Callable[..., Awaitable[Server]]
 
 @pytest.fixture
 async def start_server() -> AsyncIterator[StartServer]:
-    """A factory: ``await start_server(app=None, **config)`` binds a server; all are shut down after."""
+    """A factory: ``await start_server(app=None, **config)`` binds a server; all are shut down after.
+
+    ``app`` is an App or a factory taking the Config (``create_app``).
+    """
     servers: list[Server] = []
 
-    async def start(app: App | None = None, **overrides: Any) -> Server:
-        server = Server(app or make_app(), Config(**{**FAST_CONFIG, **overrides}))
+    async def start(app: App | Callable[[Config], App] | None = None, **overrides: Any) -> Server:
+        config = Config(**{**FAST_CONFIG, **overrides})
+        if app is None:
+            app = make_app()
+        elif not isinstance(app, App):
+            app = app(config)
+        server = Server(app, config)
         await server.start()
         servers.append(server)
         return server

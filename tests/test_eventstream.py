@@ -9,18 +9,20 @@ import random
 from collections.abc import AsyncIterator
 
 from sse_server import App, Request, Server
-from sse_server.broker import Broker
+from sse_server.channels import MemoryEngine
 from sse_server.demo import create_app
-from sse_server.eventstream import EventStream
 from sse_server.sse import Event
+from sse_server.sse.streams import EventStream
 
 from .conftest import StartServer
 from .http_client import exchange
 from .sse_client import SSEClient
+from .waiting import eventually
 
 
-def broker_of(server: Server) -> Broker:
-    return server.app.state["broker"]
+def engine_of(server: Server) -> MemoryEngine:
+    engine: MemoryEngine = server.app.state["engine"]
+    return engine
 
 
 async def publish(server: Server, channel: str, data: str, event: str | None = None) -> dict:
@@ -35,15 +37,9 @@ async def publish(server: Server, channel: str, data: str, event: str | None = N
     return json.loads(reply.body)
 
 
-async def wait_for(predicate, timeout: float = 5.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not predicate():
-            await asyncio.sleep(0.01)
-
-
 async def test_stream_headers_and_retry_hint(start_server: StartServer) -> None:
     """A subscription answers with the SSE headers at once and a retry hint first."""
-    server = await start_server(create_app(), retry_ms=1234)
+    server = await start_server(create_app, retry_ms=1234)
     client = await SSEClient.connect(server.port, "/channels/a/events")
     assert client.reply.status == 200
     assert client.reply.header("content-type") == "text/event-stream; charset=utf-8"
@@ -57,10 +53,10 @@ async def test_stream_headers_and_retry_hint(start_server: StartServer) -> None:
 
 async def test_publish_reaches_subscribers_with_ids_names_newlines_unicode(start_server: StartServer) -> None:
     """Published data with CR/LF/CRLF, U+2028 and non-ASCII arrives intact, named and with an id."""
-    server = await start_server(create_app())
+    server = await start_server(create_app)
     a = await SSEClient.connect(server.port, "/channels/news/events")
     b = await SSEClient.connect(server.port, "/channels/news/events")
-    await wait_for(lambda: broker_of(server).subscriber_count("news") == 2)
+    await eventually(lambda: engine_of(server).subscriber_count("news") == 2)
     text = "line one\nline two\r\nthree\rfour \u2028 five é 漢字 🎉"
     result = await publish(server, "news", text, event="note")
     assert result["subscribers"] == 2
@@ -74,9 +70,9 @@ async def test_publish_reaches_subscribers_with_ids_names_newlines_unicode(start
 
 async def test_ids_increase_and_plain_events_are_messages(start_server: StartServer) -> None:
     """Each publish gets a new, increasing id; without ?event= the type is message."""
-    server = await start_server(create_app())
+    server = await start_server(create_app)
     client = await SSEClient.connect(server.port, "/channels/seq/events")
-    await wait_for(lambda: broker_of(server).subscriber_count("seq") == 1)
+    await eventually(lambda: engine_of(server).subscriber_count("seq") == 1)
     ids = [(await publish(server, "seq", str(i)))["id"] for i in range(5)]
     events = await client.take(5)
     assert [e.id for e in events] == ids
@@ -87,7 +83,7 @@ async def test_ids_increase_and_plain_events_are_messages(start_server: StartSer
 
 async def test_heartbeat_on_idle(start_server: StartServer) -> None:
     """An idle stream gets a comment line after the heartbeat interval."""
-    server = await start_server(create_app(), heartbeat_s=0.2)
+    server = await start_server(create_app, heartbeat_s=0.2)
     client = await SSEClient.connect(server.port, "/channels/quiet/events")
     loop = asyncio.get_running_loop()
     started = loop.time()
@@ -100,7 +96,7 @@ async def test_heartbeat_on_idle(start_server: StartServer) -> None:
 
 async def test_resume_with_last_event_id_header_and_query(start_server: StartServer) -> None:
     """Last-Event-ID (header or query) replays what followed it, then goes live."""
-    server = await start_server(create_app())
+    server = await start_server(create_app)
     ids = [(await publish(server, "r", f"m{i}"))["id"] for i in range(6)]
     for connect in (
         lambda: SSEClient.connect(server.port, "/channels/r/events", headers={"Last-Event-ID": ids[2]}),
@@ -110,20 +106,20 @@ async def test_resume_with_last_event_id_header_and_query(start_server: StartSer
         assert client.reply.header("sse-reset") is None
         replayed = await client.take(3)
         assert [e.data for e in replayed] == ["m3", "m4", "m5"]
-        await wait_for(lambda: broker_of(server).subscriber_count("r") == 1)
+        await eventually(lambda: engine_of(server).subscriber_count("r") == 1)
         await publish(server, "r", "live")
         (live,) = await client.take(1)
         assert live.data == "live"
         await client.close()
-        await wait_for(lambda: broker_of(server).subscriber_count("r") == 0)
+        await eventually(lambda: engine_of(server).subscriber_count("r") == 0)
 
 
 async def test_resume_from_latest_id_replays_nothing(start_server: StartServer) -> None:
     """A client that has everything gets no replay and then the next live event."""
-    server = await start_server(create_app())
+    server = await start_server(create_app)
     last = (await publish(server, "up", "a"))["id"]
     client = await SSEClient.connect(server.port, "/channels/up/events", headers={"Last-Event-ID": last})
-    await wait_for(lambda: broker_of(server).subscriber_count("up") == 1)
+    await eventually(lambda: engine_of(server).subscriber_count("up") == 1)
     await publish(server, "up", "b")
     (event,) = await client.take(1)
     assert event.data == "b"
@@ -132,7 +128,7 @@ async def test_resume_from_latest_id_replays_nothing(start_server: StartServer) 
 
 async def test_evicted_id_gets_reset_then_retained_history(start_server: StartServer) -> None:
     """An id older than the history gets an in-band reset and a header, then what is left."""
-    server = await start_server(create_app(), history_size=3)
+    server = await start_server(create_app, history_size=3)
     ids = [(await publish(server, "h", f"m{i}"))["id"] for i in range(10)]
     client = await SSEClient.connect(server.port, "/channels/h/events", headers={"Last-Event-ID": ids[1]})
     assert client.reply.header("sse-reset") == "evicted"
@@ -146,10 +142,10 @@ async def test_evicted_id_gets_reset_then_retained_history(start_server: StartSe
 
 async def test_unknown_ids_are_reset_never_up_to_date(start_server: StartServer) -> None:
     """Ids never issued, malformed, or from another server run are answered with a reset."""
-    server = await start_server(create_app())
+    server = await start_server(create_app)
     issued = (await publish(server, "u", "only"))["id"]
     epoch, seq = issued.rsplit("-", 1)
-    other_run = Broker().epoch
+    other_run = MemoryEngine().epoch
     for bogus in (f"{epoch}-{int(seq) + 5}", "garbage", f"{other_run}-1", f"{epoch}-x"):
         client = await SSEClient.connect(server.port, "/channels/u/events", headers={"Last-Event-ID": bogus})
         assert client.reply.header("sse-reset") == "unknown", bogus
@@ -161,10 +157,10 @@ async def test_unknown_ids_are_reset_never_up_to_date(start_server: StartServer)
 
 async def test_ids_stay_unique_across_restarts(start_server: StartServer) -> None:
     """A restarted server issues ids that differ from the previous run's, and treats old ones as unknown."""
-    first = await start_server(create_app())
+    first = await start_server(create_app)
     old_id = (await publish(first, "c", "before"))["id"]
     await first.shutdown()
-    second = await start_server(create_app())
+    second = await start_server(create_app)
     new_id = (await publish(second, "c", "after"))["id"]
     assert new_id != old_id
     client = await SSEClient.connect(second.port, "/channels/c/events", headers={"Last-Event-ID": old_id})
@@ -176,7 +172,7 @@ async def test_ids_stay_unique_across_restarts(start_server: StartServer) -> Non
 
 async def test_publish_replay_race_has_no_gap_or_duplicate(start_server: StartServer) -> None:
     """Clients resuming while events are published get every event after their id exactly once."""
-    server = await start_server(create_app())
+    server = await start_server(create_app)
     total = 400
     published: list[str] = []
 
@@ -186,7 +182,7 @@ async def test_publish_replay_race_has_no_gap_or_duplicate(start_server: StartSe
 
     async def resumer(seed: int) -> None:
         rng = random.Random(seed)
-        await wait_for(lambda: len(published) > 5 + seed)
+        await eventually(lambda: len(published) > 5 + seed)
         start_index = rng.randrange(0, len(published))
         client = await SSEClient.connect(
             server.port, "/channels/race/events", headers={"Last-Event-ID": published[start_index]}
@@ -203,10 +199,10 @@ async def test_publish_replay_race_has_no_gap_or_duplicate(start_server: StartSe
 
 async def test_frozen_reader_is_dropped_and_others_unaffected(start_server: StartServer) -> None:
     """A subscriber that stops reading is cut off at its budget; the others get everything, and it resumes."""
-    server = await start_server(create_app(), max_subscriber_buffer_bytes=64 * 1024)
+    server = await start_server(create_app, max_subscriber_buffer_bytes=64 * 1024)
     frozen = await SSEClient.connect(server.port, "/channels/f/events", rcvbuf=4096)
     readers = [await SSEClient.connect(server.port, "/channels/f/events") for _ in range(5)]
-    await wait_for(lambda: broker_of(server).subscriber_count("f") == 6)
+    await eventually(lambda: engine_of(server).subscriber_count("f") == 6)
     payload = "x" * 16_000
     n = 300  # ~4.8 MB: far past the frozen client's socket buffers and its budget
     counts = [0] * len(readers)
@@ -217,10 +213,10 @@ async def test_frozen_reader_is_dropped_and_others_unaffected(start_server: Star
             counts[i] += 1
 
     drains = [asyncio.create_task(drain(i, c)) for i, c in enumerate(readers)]
-    broker = broker_of(server)
+    broker = engine_of(server)
     last_id = ""
     for i in range(n):
-        last_id = broker.publish("f", f"{i}:{payload}").id
+        last_id = broker.publish_nowait("f", f"{i}:{payload}").id
         await asyncio.sleep(0)  # let the readers' tasks run, as real publishes would
     async with asyncio.timeout(30):
         await asyncio.gather(*drains)
@@ -248,16 +244,16 @@ async def test_frozen_reader_is_dropped_and_others_unaffected(start_server: Star
 
 async def test_disconnect_leaves_channel(start_server: StartServer) -> None:
     """A subscriber that closes its socket is removed from the channel promptly."""
-    server = await start_server(create_app())
+    server = await start_server(create_app)
     clients = [await SSEClient.connect(server.port, "/channels/d/events") for _ in range(3)]
-    await wait_for(lambda: broker_of(server).subscriber_count("d") == 3)
+    await eventually(lambda: engine_of(server).subscriber_count("d") == 3)
     await clients[0].close()
-    await wait_for(lambda: broker_of(server).subscriber_count("d") == 2, timeout=2)
+    await eventually(lambda: engine_of(server).subscriber_count("d") == 2, timeout_s=2)
     result = await publish(server, "d", "x")
     assert result["subscribers"] == 2
     for c in clients[1:]:
         await c.close()
-    await wait_for(lambda: not server.streams, timeout=2)
+    await eventually(lambda: not server.streams, timeout_s=2)
 
 
 def producer_app(state: dict) -> App:
@@ -326,7 +322,8 @@ async def test_producer_error_ends_stream_cleanly(start_server: StartServer, cap
     events = await client.read_until_end()
     assert [e.data for e in events] == ["one"]
     assert client.ended
-    assert any("producer failed" in r.getMessage() or r.exc_info for r in caplog.records)
+    failures = [r for r in caplog.records if "producer failed" in r.getMessage()]
+    assert failures and failures[0].exc_info is not None  # logged once, with the traceback
     await client.close()
     reply = await exchange("127.0.0.1", server.port, b"GET /broken HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
     assert b"Traceback" not in reply.body and b"RuntimeError" not in reply.body
@@ -334,11 +331,11 @@ async def test_producer_error_ends_stream_cleanly(start_server: StartServer, cap
 
 async def test_http10_subscriber_gets_close_delimited_stream(start_server: StartServer) -> None:
     """An HTTP/1.0 client gets the stream without chunked framing."""
-    server = await start_server(create_app())
+    server = await start_server(create_app)
     client = await SSEClient.connect(server.port, "/channels/old/events", version="1.0")
     assert client.reply.header("transfer-encoding") is None
     assert client.reply.header("connection") == "close"
-    await wait_for(lambda: broker_of(server).subscriber_count("old") == 1)
+    await eventually(lambda: engine_of(server).subscriber_count("old") == 1)
     await publish(server, "old", "a\nb")
     (event,) = await client.take(1)
     assert event.data == "a\nb"
@@ -347,9 +344,9 @@ async def test_http10_subscriber_gets_close_delimited_stream(start_server: Start
 
 async def test_shutdown_sends_jittered_retry_and_ends_streams(start_server: StartServer) -> None:
     """On shutdown every stream gets a final retry within the jitter window, then ends."""
-    server = await start_server(create_app(), retry_ms=1000, shutdown_retry_jitter_ms=4000)
+    server = await start_server(create_app, retry_ms=1000, shutdown_retry_jitter_ms=4000)
     clients = [await SSEClient.connect(server.port, "/channels/s/events") for _ in range(20)]
-    await wait_for(lambda: broker_of(server).subscriber_count("s") == 20)
+    await eventually(lambda: engine_of(server).subscriber_count("s") == 20)
     async with asyncio.timeout(5):
         await server.shutdown()
     retries = []
@@ -364,7 +361,7 @@ async def test_shutdown_sends_jittered_retry_and_ends_streams(start_server: Star
 
 async def test_firehose_sends_exactly_n_events(start_server: StartServer) -> None:
     """/firehose sends n events of size bytes with increasing ids, then ends."""
-    server = await start_server(create_app())
+    server = await start_server(create_app)
     client = await SSEClient.connect(server.port, "/firehose?n=5000&size=100")
     events = await client.read_until_end(timeout=20)
     assert len(events) == 5000
@@ -375,7 +372,7 @@ async def test_firehose_sends_exactly_n_events(start_server: StartServer) -> Non
 
 async def test_firehose_rejects_bad_parameters(start_server: StartServer) -> None:
     """Non-numeric or out-of-range firehose parameters are a 400, not a crash."""
-    server = await start_server(create_app())
+    server = await start_server(create_app)
     for query in ("n=abc", "n=-1", "size=99999999999", "n=1e3"):
         reply = await exchange(
             "127.0.0.1", server.port, f"GET /firehose?{query} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n".encode()
@@ -385,24 +382,24 @@ async def test_firehose_rejects_bad_parameters(start_server: StartServer) -> Non
 
 async def test_publish_rejects_event_name_with_newline(start_server: StartServer) -> None:
     """An event name that would inject a field (CR/LF) is refused with 400 and nothing is stored."""
-    server = await start_server(create_app())
+    server = await start_server(create_app)
     raw = b"POST /channels/x/events?event=a%0Adata:evil HTTP/1.1\r\nHost: t\r\nContent-Length: 1\r\nConnection: close\r\n\r\nz"
     reply = await exchange("127.0.0.1", server.port, raw)
     assert reply.status == 400
-    assert broker_of(server).channel("x").last_seq == 0
+    assert engine_of(server).history_after("x", 0).events == []
 
 
 async def test_churning_subscribers_get_every_event_once_in_order(start_server: StartServer) -> None:
     """Subscribers that drop (FIN or reset) and resume with Last-Event-ID see each event exactly once, in order."""
-    server = await start_server(create_app())
-    broker = broker_of(server)
+    server = await start_server(create_app)
+    broker = engine_of(server)
     total = 600
 
     async def publisher() -> None:
         # Every subscriber is in before the first publish, so "every event" is well defined.
-        await wait_for(lambda: broker.subscriber_count("churn") == 20)
+        await eventually(lambda: broker.subscriber_count("churn") == 20)
         for i in range(total):
-            broker.publish("churn", str(i))
+            broker.publish_nowait("churn", str(i))
             if i % 10 == 0:
                 await asyncio.sleep(0.002)
 

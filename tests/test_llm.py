@@ -20,6 +20,7 @@ from httpx_sse import aconnect_sse
 from openai import AsyncOpenAI
 
 from sse_server.app import App
+from sse_server.config import Config
 from sse_server.demo import create_app
 from sse_server.http11 import ChunkedDecoder
 from sse_server.llm import (
@@ -60,8 +61,8 @@ Serve = Callable[..., Awaitable[Server]]
 def serve(start_server: Callable[..., Awaitable[Server]]) -> Serve:
     """``await serve(app=None, **config)``: the demo app (or ``app``) on 127.0.0.1:0, stopped after the test."""
 
-    async def start(app: App | None = None, **overrides: Any) -> Server:
-        return await start_server(app or create_app(), **{**LLM_CONFIG, **overrides})
+    async def start(app: App | Callable[[Config], App] | None = None, **overrides: Any) -> Server:
+        return await start_server(app or create_app, **{**LLM_CONFIG, **overrides})
 
     return start
 
@@ -617,9 +618,12 @@ async def test_job_cancel_stops_generation_and_ends_streams(serve: Serve, how: s
 
 async def test_job_nobody_watches_is_cancelled_then_forgotten(serve: Serve) -> None:
     """A job with no subscriber for the idle limit is cancelled; a finished job is forgotten after retention."""
-    app = App()
-    install_llm(app, job_idle_cancel_s=0.2, job_retention_s=0.4, max_jobs=2)
-    server = await serve(app, model_tokens_per_s=20)
+    def jobs_app(config: Config) -> App:
+        app = App()
+        install_llm(app, config, job_idle_cancel_s=0.2, job_retention_s=0.4, max_jobs=2)
+        return app
+
+    server = await serve(jobs_app, model_tokens_per_s=20)
     async with httpx.AsyncClient(base_url=server.url) as http:
         async def start() -> httpx.Response:
             return await http.post("/chat/streams", json={"messages": MESSAGES}, headers={"Prefer": "respond-async"})

@@ -2,9 +2,12 @@
 
 Its routes are the HTTP contract in DESIGN.md: outside checks and benchmarks rely
 on their shape. Pages live in ``pages.py``; the AI chat in ``sse_server.llm``.
+Handlers are module-level and find the channel engine in ``request.app.state``.
 """
 
 from __future__ import annotations
+
+from html_stream.demo import dashboard_page, suspense_page
 
 from ..app import (
     App,
@@ -17,12 +20,11 @@ from ..app import (
     Sink,
     StreamingResponse,
 )
-from html_stream.demo import dashboard_page, suspense_page
-
-from ..broker import Broker
-from ..eventstream import SSE_HEADERS, EventStream
+from ..channels import ChannelLimitError, Engine, MemoryEngine
+from ..config import Config
 from ..html import stream_page
 from ..sse import encode_event
+from ..sse.streams import SSE_HEADERS, ChannelStream
 from . import pages
 from .chat import install_chat
 
@@ -31,6 +33,7 @@ __all__ = ["create_app", "Firehose"]
 _MAX_FIREHOSE_EVENTS = 10_000_000
 _MAX_FIREHOSE_EVENT_BYTES = 1024 * 1024
 _MAX_SUSPENSE_BOUNDARIES = 100
+_MAX_CHANNEL_NAME_CHARS = 200  # a name is held per channel and echoed in ids and reset notices
 _FIREHOSE_BATCH_BYTES = 32 * 1024  # events ready at once share one write; the client's pace sets the rest
 
 
@@ -75,71 +78,126 @@ def _int_param(request: Request, name: str, default: int, lo: int, hi: int) -> i
     return value
 
 
-def create_app() -> App:
+def _int_param(request: Request, name: str, default: int, lo: int, hi: int) -> int:
+    raw = request.query_param(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise HTTPError(400, f"{name} must be an integer") from None
+    if not lo <= value <= hi:
+        raise HTTPError(400, f"{name} must be between {lo} and {hi}")
+    return value
+
+
+def _channel_name(name: str) -> str:
+    """A client-chosen channel name, or 400: it ends up in ids, which carry no control characters."""
+    if not 1 <= len(name) <= _MAX_CHANNEL_NAME_CHARS:
+        raise HTTPError(400, f"a channel name has 1 to {_MAX_CHANNEL_NAME_CHARS} characters")
+    if not name.isprintable():
+        raise HTTPError(400, "a channel name has no control characters")
+    return name
+
+
+def _engine(request: Request) -> Engine:
+    assert request.app is not None
+    engine: Engine = request.app.state["engine"]
+    return engine
+
+
+def _config(request: Request) -> Config:
+    assert request.app is not None
+    config: Config = request.app.state["config"]
+    return config
+
+
+async def _subscribe(request: Request, channels: list[str]) -> ChannelStream:
+    try:
+        return await ChannelStream.subscribe(request, _engine(request), channels)
+    except ChannelLimitError as e:
+        raise HTTPError(503, str(e), [("Retry-After", "5")]) from None
+
+
+async def index(request: Request) -> HTMLResponse:
+    return HTMLResponse(pages.INDEX)
+
+
+async def favicon(request: Request) -> Response:
+    return Response(b"", 204, [("Cache-Control", "max-age=86400")])
+
+
+async def healthz(request: Request) -> PlainTextResponse:
+    return PlainTextResponse("ok\n")
+
+
+async def subscribe(request: Request) -> ChannelStream:
+    return await _subscribe(request, [_channel_name(request.path_params["name"])])
+
+
+async def subscribe_many(request: Request) -> ChannelStream:
+    """``GET /events?channel=a&channel=b``: one stream, ids tagged with their channel."""
+    names = list(dict.fromkeys(request.query.get("channel", [])))
+    limit = _config(request).max_channels_per_stream
+    if not names:
+        raise HTTPError(400, "name at least one channel: /events?channel=a&channel=b")
+    if len(names) > limit:
+        raise HTTPError(400, f"at most {limit} channels on one stream")
+    return await _subscribe(request, [_channel_name(n) for n in names])
+
+
+async def publish(request: Request) -> JSONResponse:
+    name = _channel_name(request.path_params["name"])
+    event = request.query_param("event") or None
+    try:
+        result = await _engine(request).publish(name, await request.text(), event=event)
+    except ChannelLimitError as e:
+        raise HTTPError(503, str(e), [("Retry-After", "5")]) from None
+    except ValueError as e:  # an event name with CR/LF, or text that cannot be encoded
+        raise HTTPError(400, str(e)) from None
+    return JSONResponse({"id": result.id, "subscribers": result.subscribers}, status=202)
+
+
+async def firehose(request: Request) -> Firehose:
+    n = _int_param(request, "n", 1000, 0, _MAX_FIREHOSE_EVENTS)
+    size = _int_param(request, "size", 64, 0, _MAX_FIREHOSE_EVENT_BYTES)
+    return Firehose(n, size)
+
+
+async def suspense(request: Request) -> Response | StreamingResponse:
+    raw = request.query_param("delays", "300,100,200") or ""
+    try:
+        delays = [int(d) for d in raw.split(",") if d.strip()]
+    except ValueError:
+        raise HTTPError(400, "delays must be comma-separated integers (ms)") from None
+    if not 1 <= len(delays) <= _MAX_SUSPENSE_BOUNDARIES or not all(0 <= d <= 60_000 for d in delays):
+        raise HTTPError(400, f"delays: 1 to {_MAX_SUSPENSE_BOUNDARIES} values, each 0..60000 ms")
+    return await stream_page(request, suspense_page(delays), csp=True)
+
+
+async def dashboard(request: Request) -> Response | StreamingResponse:
+    return await stream_page(request, dashboard_page(), csp=True, deadline_s=10)
+
+
+async def live(request: Request) -> HTMLResponse:
+    return HTMLResponse(pages.LIVE)
+
+
+def create_app(config: Config | None = None, engine: Engine | None = None) -> App:
+    """The demo app for ``config``; channels live in ``engine`` (in memory by default)."""
+    config = config or Config()
     app = App()
-    broker_box: list[Broker] = []
-
-    async def start_broker() -> None:
-        cfg = app.config
-        assert cfg is not None
-        broker = Broker(cfg.history_size, cfg.max_subscriber_buffer_bytes, cfg.max_channels)
-        broker_box.append(broker)
-        app.state["broker"] = broker
-
-    app.on_startup.append(start_broker)
-
-    def broker() -> Broker:
-        return broker_box[0]
-
-    @app.route("/")
-    async def index(request: Request) -> HTMLResponse:
-        return HTMLResponse(pages.INDEX)
-
-    @app.route("/favicon.ico")
-    async def favicon(request: Request) -> Response:
-        return Response(b"", 204, [("Cache-Control", "max-age=86400")])
-
-    @app.route("/healthz")
-    async def healthz(request: Request) -> PlainTextResponse:
-        return PlainTextResponse("ok\n")
-
-    @app.route("/channels/{name}/events")
-    async def subscribe(request: Request) -> EventStream:
-        return EventStream.subscribe(request, broker(), request.path_params["name"])
-
-    @app.route("/channels/{name}/events", methods=["POST"])
-    async def publish(request: Request) -> JSONResponse:
-        event = request.query_param("event") or None
-        try:
-            result = broker().publish(request.path_params["name"], await request.text(), event=event)
-        except ValueError as e:  # an event name with CR/LF, or text that cannot be encoded
-            raise HTTPError(400, str(e)) from None
-        return JSONResponse({"id": result.id, "subscribers": result.subscribers}, status=202)
-
-    @app.route("/firehose")
-    async def firehose(request: Request) -> Firehose:
-        n = _int_param(request, "n", 1000, 0, _MAX_FIREHOSE_EVENTS)
-        size = _int_param(request, "size", 64, 0, _MAX_FIREHOSE_EVENT_BYTES)
-        return Firehose(n, size)
-
-    @app.route("/suspense")
-    async def suspense(request: Request) -> Response | StreamingResponse:
-        raw = request.query_param("delays", "300,100,200") or ""
-        try:
-            delays = [int(d) for d in raw.split(",") if d.strip()]
-        except ValueError:
-            raise HTTPError(400, "delays must be comma-separated integers (ms)") from None
-        if not 1 <= len(delays) <= _MAX_SUSPENSE_BOUNDARIES or not all(0 <= d <= 60_000 for d in delays):
-            raise HTTPError(400, f"delays: 1 to {_MAX_SUSPENSE_BOUNDARIES} values, each 0..60000 ms")
-        return await stream_page(request, suspense_page(delays), csp=True)
-
-    @app.route("/dashboard")
-    async def dashboard(request: Request) -> Response | StreamingResponse:
-        return await stream_page(request, dashboard_page(), csp=True, deadline_s=10)
-
-    @app.route("/live")
-    async def live(request: Request) -> HTMLResponse:
-        return HTMLResponse(pages.LIVE)
-
-    install_chat(app)  # /v1/chat/completions, /v1/models, /chat, /chat/stream(s)
+    app.state["config"] = config
+    app.state["engine"] = engine or MemoryEngine(config.history_size, config.max_channels)
+    app.add_route("/", index)
+    app.add_route("/favicon.ico", favicon)
+    app.add_route("/healthz", healthz)
+    app.add_route("/channels/{name}/events", subscribe)
+    app.add_route("/channels/{name}/events", publish, methods=["POST"])
+    app.add_route("/events", subscribe_many)
+    app.add_route("/firehose", firehose)
+    app.add_route("/suspense", suspense)
+    app.add_route("/dashboard", dashboard)
+    app.add_route("/live", live)
+    install_chat(app, config)  # /v1/chat/completions, /v1/models, /chat, /chat/stream(s)
     return app

@@ -12,6 +12,7 @@ answer is shown, never interpreted.
 from __future__ import annotations
 
 from ..app import App, HTMLResponse, Request
+from ..config import Config
 from ..llm import install_llm
 
 __all__ = ["CHAT_PAGE", "install_chat"]
@@ -196,9 +197,9 @@ button { font: inherit; padding: .4rem .9rem; }
 """
 
 
-def install_chat(app: App) -> None:
+def install_chat(app: App, config: Config) -> None:
     """The model API (sse_server.llm, with its default job limits) plus ``GET /chat``."""
-    install_llm(app)
+    install_llm(app, config)
 
     async def chat_page(request: Request) -> HTMLResponse:
         return HTMLResponse(CHAT_PAGE)

@@ -99,7 +99,7 @@ class ServerThread:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
     def run(self, fn: Callable[[], Any], timeout: float = 15.0) -> Any:
-        """Run a plain function on the server's loop (e.g. broker.publish)."""
+        """Run a plain function on the server's loop (e.g. engine.publish_nowait)."""
 
         async def wrapper() -> Any:
             return fn()
@@ -116,12 +116,15 @@ class ServerThread:
 
 @pytest.fixture
 def live_server() -> Iterator[Callable[..., ServerThread]]:
-    """A factory: ``live_server(app, **config)`` starts a server on 127.0.0.1; all stop after."""
+    """A factory: ``live_server(app, **config)`` starts a server on 127.0.0.1; all stop after.
+
+    ``app`` is an App or a factory taking the Config (``create_app``).
+    """
     started: list[ServerThread] = []
 
-    def start(app: App, **overrides: Any) -> ServerThread:
-        cfg = {"host": "127.0.0.1", "port": 0, "access_log": False, **overrides}
-        st = ServerThread(app, Config(**cfg)).start()
+    def start(app: App | Callable[[Config], App], **overrides: Any) -> ServerThread:
+        config = Config(**{"host": "127.0.0.1", "port": 0, "access_log": False, **overrides})
+        st = ServerThread(app if isinstance(app, App) else app(config), config).start()
         started.append(st)
         return st
 

@@ -32,7 +32,7 @@ def test_chat_streams_the_answer_as_text(page: Any, live_server: Any) -> None:
     """The answer streams in token by token and markup in it is shown, never interpreted."""
     expected = answer(PROMPT)
     assert "<" in expected
-    st = live_server(create_app(), model_first_token_ms=20, model_tokens_per_s=200)
+    st = live_server(create_app, model_first_token_ms=20, model_tokens_per_s=200)
     ask(page, st.url, PROMPT)
     page.wait_for_function("Number(document.querySelector('.msg.assistant').dataset.tokens || 0) > 0")
     partial = assistant_text(page)
@@ -47,29 +47,27 @@ def test_chat_streams_the_answer_as_text(page: Any, live_server: Any) -> None:
 
 def test_chat_stop_button_cancels_on_the_server(page: Any, live_server: Any) -> None:
     """Stop cancels the generation on the server and the page keeps the partial answer."""
-    app = create_app()
-    st = live_server(app, model_first_token_ms=20, model_tokens_per_s=20)
+    st = live_server(create_app, model_first_token_ms=20, model_tokens_per_s=20)
     ask(page, st.url, PROMPT)
     page.wait_for_function("Number(document.querySelector('.msg.assistant').dataset.tokens || 0) >= 3")
     page.click("#stop")
     page.wait_for_function("document.body.dataset.streamState === 'stopped'")
     job_id = page.evaluate("document.body.dataset.streamId")
-    assert st.run(lambda: app.state["llm"].jobs[job_id].state) == "cancelled"
+    assert st.run(lambda: st.app.state["llm"].jobs[job_id].state) == "cancelled"
     assert 0 < len(assistant_text(page)) < len(answer(PROMPT))
     assert page.errors == []
 
 
 def test_chat_resumes_after_the_connection_drops(page: Any, live_server: Any) -> None:
     """A dropped EventSource reconnects with Last-Event-ID: every token once, generation not restarted."""
-    app = create_app()
-    st = live_server(app, model_first_token_ms=20, model_tokens_per_s=60, retry_ms=100)
+    st = live_server(create_app, model_first_token_ms=20, model_tokens_per_s=60, retry_ms=100)
     ask(page, st.url, PROMPT)
     page.wait_for_function("Number(document.querySelector('.msg.assistant').dataset.tokens || 0) >= 5")
     job_id = page.evaluate("document.body.dataset.streamId")
 
     def cut() -> int:
-        service = app.state["llm"]
-        subscribers = list(service.broker.channels[f"gen:{job_id}"].subscribers)
+        service = st.app.state["llm"]
+        subscribers = list(service.broker.subscribers(f"gen:{job_id}"))
         for sub in subscribers:
             sub.sink.abort()  # the network drops under the page
         return len(subscribers)
@@ -78,6 +76,6 @@ def test_chat_resumes_after_the_connection_drops(page: Any, live_server: Any) ->
     page.wait_for_function("document.body.dataset.streamState === 'done'", timeout=20_000)
     assert assistant_text(page) == answer(PROMPT)
     assert page.get_attribute(".msg.assistant", "data-opens") == "2"  # one reconnect, then the rest
-    assert st.run(lambda: app.state["llm"].stats.started) == 1
+    assert st.run(lambda: st.app.state["llm"].stats.started) == 1
     # The cut shows as a failed request in the console; nothing else may.
     assert all("ERR_" in e or "net::" in e for e in page.errors), page.errors

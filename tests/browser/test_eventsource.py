@@ -36,15 +36,14 @@ def received(page: Any) -> list[dict]:
 
 def test_eventsource_gets_newlines_unicode_names_and_ids(page: Any, live_server: Any) -> None:
     """EventSource receives multi-line unicode data, named events and ids exactly."""
-    app = create_app()
-    st = live_server(app, heartbeat_s=1)
+    st = live_server(create_app, heartbeat_s=1)
     serve_page(st)
     page.goto(st.url + "/es")
     page.wait_for_function("window.opened === 1")
-    broker = app.state["broker"]
+    broker = st.app.state["engine"]
     text = "first line\nsecond\r\nthird \u2028 é 漢字 🎉"
-    a = st.run(lambda: broker.publish("b", text))
-    b = st.run(lambda: broker.publish("b", "<b>not markup</b>", event="note"))
+    a = st.run(lambda: broker.publish_nowait("b", text))
+    b = st.run(lambda: broker.publish_nowait("b", "<b>not markup</b>", event="note"))
     page.wait_for_function("window.received.length === 2")
     assert received(page) == [
         {"kind": "message", "data": "first line\nsecond\nthird \u2028 é 漢字 🎉", "id": a.id},
@@ -55,20 +54,19 @@ def test_eventsource_gets_newlines_unicode_names_and_ids(page: Any, live_server:
 
 def test_eventsource_reconnects_after_server_restart(page: Any, live_server: Any) -> None:
     """After the server restarts on the same port, EventSource reconnects, is told of the reset, and gets new events."""
-    st = live_server(create_app(), retry_ms=200, shutdown_retry_jitter_ms=200)
+    st = live_server(create_app, retry_ms=200, shutdown_retry_jitter_ms=200)
     serve_page(st)
     port = st.server.port
     page.goto(st.url + "/es")
     page.wait_for_function("window.opened === 1")
-    first = st.run(lambda: st.app.state["broker"].publish("b", "before"))
+    first = st.run(lambda: st.app.state["engine"].publish_nowait("b", "before"))
     page.wait_for_function("window.received.length === 1")
     st.stop()
 
-    app2 = create_app()
-    st2 = live_server(app2, port=port, retry_ms=200)
+    st2 = live_server(create_app, port=port, retry_ms=200)
     serve_page(st2)
     page.wait_for_function("window.opened === 2", timeout=15_000)
-    after = st2.run(lambda: app2.state["broker"].publish("b", "after"))
+    after = st2.run(lambda: st2.app.state["engine"].publish_nowait("b", "after"))
     page.wait_for_function("window.received.some(e => e.data === 'after')")
     got = received(page)
     assert got[0] == {"kind": "message", "data": "before", "id": first.id}

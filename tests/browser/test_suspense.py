@@ -19,7 +19,7 @@ new MutationObserver(() => {
 
 def test_shell_first_then_sections_in_completion_order(page: Any, live_server: Any) -> None:
     """The shell shows fallbacks before any boundary resolves; sections arrive fastest first."""
-    st = live_server(create_app())
+    st = live_server(create_app)
     page.add_init_script(RECORD_SECTIONS)
     response = page.goto(st.url + "/suspense?delays=2400,1200,1800", wait_until="commit")
     assert response.headers["content-security-policy"].startswith("default-src 'self'; script-src 'nonce-")
@@ -33,7 +33,7 @@ def test_shell_first_then_sections_in_completion_order(page: Any, live_server: A
 
 def test_final_dom_has_each_section_once_and_nothing_left_over(page: Any, live_server: Any) -> None:
     """After streaming: every section once, in source order, no fallback, template or swap script left."""
-    st = live_server(create_app())
+    st = live_server(create_app)
     page.goto(st.url + "/suspense?delays=300,100,200,0,50")
     page.wait_for_load_state("load")
     final = page.evaluate(
@@ -55,7 +55,7 @@ def test_final_dom_has_each_section_once_and_nothing_left_over(page: Any, live_s
 
 def test_strict_csp_blocks_scripts_without_the_nonce(page: Any, live_server: Any) -> None:
     """The page's policy is enforced (a script without the nonce is refused), yet the swaps run."""
-    st = live_server(create_app())
+    st = live_server(create_app)
     violations: list[str] = []
     page.on("console", lambda m: violations.append(m.text) if "Content Security Policy" in m.text else None)
     page.goto(st.url + "/suspense?delays=100")
@@ -71,7 +71,7 @@ def test_strict_csp_blocks_scripts_without_the_nonce(page: Any, live_server: Any
 
 def test_dashboard_panels_and_failing_panel_settle(page: Any, live_server: Any) -> None:
     """Every dashboard panel settles: content or the error fallback with a digest, no spinner left."""
-    st = live_server(create_app())
+    st = live_server(create_app)
     page.goto(st.url + "/dashboard")
     page.wait_for_load_state("load")
     assert page.evaluate("document.querySelectorAll('[aria-busy=true]').length") == 0

@@ -1,0 +1,303 @@
+"""The channel engine interface: publish, subscribe with resume, and the ids both share.
+
+An engine carries channels; whatever carries them (this process, a Redis backplane),
+streams and routes see one API:
+
+    published = await engine.publish("news", "hello", event="note")
+    sub = await engine.subscribe(["news", "alerts"], stream, last_event_id)
+    ...                      # sub.replay first, then stream.deliver(event) per live event
+    engine.unsubscribe(sub)
+
+Ids are ``<epoch>-<seq>``: one sequence per engine epoch, shared by every channel,
+so an id is never reused within an epoch even when a channel is forgotten and made
+again, and one id orders events across channels (a stream of several channels
+resumes all of them from its last id). Ids are opaque to clients.
+
+Resume without gap or duplicate, even when reading history awaits: the subscriber
+first joins each channel's *joining* list, where live events are buffered; then the
+history after its id is read; then history and buffered events are merged by
+sequence (an event in both is sent once), and the subscriber joins the live set, with
+no await between the merge and the join. An engine implements ``_read_history`` and
+the live-set bookkeeping; the algorithm lives here once.
+
+Whatever cannot be honoured is said, never skipped: an id from another epoch, one
+never issued, or one older than what a channel still holds gets a ``Reset`` for that
+channel, and the subscriber is sent what is still there.
+
+Nothing here knows HTTP. An ``EncodedEvent`` carries the event as SSE bytes plus an
+opaque ``framed`` slot that the connection layer fills with its own framing, once,
+for every subscriber that frames the same way.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+__all__ = [
+    "ChannelLimitError",
+    "EncodedEvent",
+    "Engine",
+    "History",
+    "Published",
+    "Reset",
+    "Subscriber",
+    "Subscription",
+    "new_epoch",
+    "parse_event_id",
+]
+
+_BASE36 = "0123456789abcdefghijklmnopqrstuvwxyz"
+
+
+def _base36(n: int) -> str:
+    out = []
+    while n:
+        n, r = divmod(n, 36)
+        out.append(_BASE36[r])
+    return "".join(reversed(out)) or "0"
+
+
+def new_epoch() -> str:
+    """A fresh epoch: the start time in ms plus 16 random bits, base 36 (no ``-`` or ``;``)."""
+    return _base36(time.time_ns() // 1_000_000) + _base36(int.from_bytes(os.urandom(2), "big"))
+
+
+_MAX_SEQ_DIGITS = 20  # 2**64 has 20 digits; a longer "sequence" is not one we issued
+
+
+def parse_event_id(event_id: str) -> tuple[str, int] | None:
+    """``"<epoch>-<seq>"`` (optionally followed by ``;<channel>``) -> (epoch, seq), else None.
+
+    >>> parse_event_id("lq3k9a1b2-17;news")
+    ('lq3k9a1b2', 17)
+    >>> parse_event_id("17") is None
+    True
+    """
+    base = event_id.partition(";")[0]
+    epoch, sep, seq_text = base.rpartition("-")
+    if (
+        not sep
+        or not epoch
+        or not seq_text.isascii()
+        or not seq_text.isdigit()
+        or len(seq_text) > _MAX_SEQ_DIGITS
+    ):
+        return None
+    return epoch, int(seq_text)
+
+
+class EncodedEvent:
+    """One published event, encoded once as SSE bytes for every subscriber.
+
+    ``framed`` belongs to the layer that writes to sockets: it caches the event in
+    that layer's framing (a chunk) the first time a subscriber needs it, so a
+    broadcast frames once. ``tagged`` caches the form sent on multi-channel streams.
+    """
+
+    __slots__ = ("channel", "seq", "id", "raw", "framed", "tagged")
+
+    def __init__(self, channel: str, seq: int, id: str, raw: bytes) -> None:
+        self.channel = channel
+        self.seq = seq
+        self.id = id
+        self.raw = raw
+        self.framed: bytes | None = None
+        self.tagged: EncodedEvent | None = None
+
+    def __repr__(self) -> str:
+        return f"EncodedEvent({self.channel!r}, {self.id!r}, {len(self.raw)} bytes)"
+
+
+class Subscriber(Protocol):
+    """A live stream as an engine sees it: one call per event."""
+
+    def deliver(self, event: EncodedEvent) -> bool:
+        """Write the event; False if the subscriber must be dropped (over its budget)."""
+        ...
+
+    def end(self) -> None:
+        """The channel ended (its last event was published): finish after what was sent."""
+        ...
+
+
+@dataclass(slots=True, frozen=True)
+class Published:
+    id: str
+    subscribers: int
+
+
+@dataclass(slots=True, frozen=True)
+class Reset:
+    """A resume point that could not be honoured for one channel."""
+
+    channel: str
+    reason: str  # "evicted": older than the channel's history; "unknown": not an id of this epoch
+    last_event_id: str
+    oldest_id: str | None  # the oldest event the channel still holds
+
+
+@dataclass(slots=True)
+class History:
+    """What an engine holds of one channel after a sequence number."""
+
+    events: list[EncodedEvent]
+    oldest_id: str | None
+    evicted_upto: int  # the newest of its events that history no longer holds (0: none)
+    # The sequence when a channel was last forgotten before this one was made: a
+    # channel of the same name may have had events up to here, and they are gone.
+    horizon: int
+    closed: bool = False  # the channel has had its last event
+
+    def lost_after(self, seq: int, from_start: bool) -> bool:
+        """Whether events after ``seq`` may be missing from ``events``."""
+        if from_start:
+            return self.evicted_upto > 0  # "everything this channel held": only its own losses count
+        return seq < max(self.evicted_upto, self.horizon)
+
+
+class ChannelLimitError(Exception):
+    """The channel table is full of channels that have subscribers; nothing was created."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"the server holds its maximum of {limit} channels; try again later")
+        self.limit = limit
+
+
+@dataclass(slots=True, eq=False)
+class Subscription:
+    """One subscriber on one or more channels, as returned by ``Engine.subscribe``."""
+
+    channels: tuple[str, ...]
+    subscriber: Subscriber
+    replay: list[EncodedEvent] = field(default_factory=list)  # send these first, in order
+    resets: list[Reset] = field(default_factory=list)
+    closed: bool = False  # every channel has ended: the stream ends after the replay
+    buffer: list[EncodedEvent] = field(default_factory=list)  # live events while joining
+
+
+class Engine(ABC):
+    """What every channel engine provides; see the module docstring for the contract."""
+
+    epoch: str
+
+    @abstractmethod
+    async def publish(self, channel: str, data: str, event: str | None = None) -> Published:
+        """Store the event where every node can replay it, then deliver it to subscribers.
+
+        Raises ValueError (nothing stored) for an event that cannot be encoded, and
+        ChannelLimitError when the channel would be new and the table is full.
+        """
+
+    @abstractmethod
+    def subscriber_count(self, channel: str) -> int: ...
+
+    @property
+    @abstractmethod
+    def channel_count(self) -> int: ...
+
+    async def close(self) -> None:
+        """Release connections and timers (server shutdown); the default holds none."""
+
+    # -- what an engine implements for subscribe ------------------------------------
+
+    @abstractmethod
+    def _join(self, sub: Subscription) -> None:
+        """Put ``sub`` on each channel's joining list (creating channels as needed).
+
+        Raises ChannelLimitError with nothing joined when a channel cannot be made.
+        """
+
+    @abstractmethod
+    def _go_live(self, sub: Subscription) -> None:
+        """Move ``sub`` from the joining lists to the live sets; must not await."""
+
+    @abstractmethod
+    def _leave(self, sub: Subscription) -> None:
+        """Take ``sub`` off every joining list and live set it is on."""
+
+    @abstractmethod
+    async def _read_history(self, channel: str, after_seq: int) -> History: ...
+
+    @abstractmethod
+    def _last_seq(self) -> int:
+        """The highest sequence issued in this epoch, as far as this node knows."""
+
+    # -- the shared algorithm -----------------------------------------------------------
+
+    async def subscribe(
+        self,
+        channels: Sequence[str],
+        subscriber: Subscriber,
+        last_event_id: str | None = None,
+        *,
+        from_start: bool = False,
+    ) -> Subscription:
+        """Join ``channels`` live and return what to send first, gap- and duplicate-free.
+
+        With no ``last_event_id`` the subscriber gets live events only, or, with
+        ``from_start``, everything the channels still hold first.
+        """
+        sub = Subscription(tuple(dict.fromkeys(channels)), subscriber)
+        after = self._resume_after(last_event_id, from_start)
+        self._join(sub)
+        try:
+            if after is not None:
+                await self._collect_replay(sub, after, last_event_id or "", from_start and not last_event_id)
+            else:
+                sub.closed = await self._all_closed(sub.channels)
+        except BaseException:
+            self._leave(sub)
+            raise
+        # No await from here on: the buffer is complete and the join is atomic.
+        seen = {e.seq for e in sub.replay}
+        floor = after if after is not None and after > 0 else 0
+        extra = [e for e in sub.buffer if e.seq not in seen and e.seq > floor]
+        if extra:
+            sub.replay.extend(extra)
+            sub.replay.sort(key=_seq_of)
+        sub.buffer = []
+        if sub.closed:
+            self._leave(sub)
+        else:
+            self._go_live(sub)
+        return sub
+
+    def _resume_after(self, last_event_id: str | None, from_start: bool) -> int | None:
+        """The sequence to replay after; -1 for "unknown" (replay all, with a reset); None: live only."""
+        if not last_event_id:
+            return 0 if from_start else None
+        parsed = parse_event_id(last_event_id)
+        if parsed is None or parsed[0] != self.epoch or parsed[1] > self._last_seq():
+            return -1
+        return parsed[1]
+
+    async def _collect_replay(self, sub: Subscription, after: int, last_event_id: str, from_start: bool) -> None:
+        histories = [await self._read_history(ch, max(after, 0)) for ch in sub.channels]
+        for name, history in zip(sub.channels, histories, strict=True):
+            reason = "unknown" if after < 0 else "evicted" if history.lost_after(after, from_start) else None
+            if reason is not None:
+                sub.resets.append(Reset(name, reason, last_event_id, history.oldest_id))
+        sub.closed = all(h.closed for h in histories)
+        events = [e for h in histories for e in h.events]
+        if len(histories) > 1:
+            events.sort(key=_seq_of)
+        sub.replay = events
+
+    async def _all_closed(self, channels: Iterable[str]) -> bool:
+        for ch in channels:
+            if not (await self._read_history(ch, self._last_seq())).closed:
+                return False
+        return True
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        self._leave(sub)
+
+
+def _seq_of(event: EncodedEvent) -> int:
+    return event.seq
+

@@ -1,0 +1,207 @@
+"""The in-process channel engine, the default.
+
+A publish encodes the event once, appends it to the channel's history and hands the
+same ``EncodedEvent`` to every subscriber: one buffer write each and no task
+wake-up. A subscriber that reports itself over its budget is dropped on the spot
+(it resumes from history with Last-Event-ID), so it never slows the loop down for
+the others.
+
+Channels are made by whoever names one. Idle ones beyond ``max_channels`` are
+forgotten, least recently used first; the sequence at which that last happened is
+remembered, so a client holding an older id of a channel made again gets a reset
+instead of silently missing what the forgotten one had. When every channel has
+subscribers the table refuses new ones (ChannelLimitError) rather than orphan one.
+
+Everything here runs on the event loop thread; code in other threads publishes
+with ``publish_threadsafe``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+from collections import OrderedDict, deque
+
+from ..sse import encode_event
+from .engine import ChannelLimitError, EncodedEvent, Engine, History, Published, Subscriber, Subscription, new_epoch
+
+__all__ = ["MemoryEngine"]
+
+
+class _Channel:
+    __slots__ = ("name", "history", "subscribers", "joining", "evicted_upto", "horizon", "closed")
+
+    def __init__(self, name: str, history_size: int, horizon: int) -> None:
+        self.name = name
+        self.history: deque[EncodedEvent] = deque(maxlen=history_size)
+        self.subscribers: dict[Subscriber, None] = {}  # insertion-ordered set
+        self.joining: list[Subscription] = []  # reading history; live events are buffered for them
+        self.evicted_upto = 0
+        self.horizon = horizon
+        self.closed = False
+
+    @property
+    def idle(self) -> bool:
+        return not self.subscribers and not self.joining
+
+
+class MemoryEngine(Engine):
+    """Channels in this process: history per channel, fan-out by buffer writes."""
+
+    def __init__(self, history_size: int = 1_000, max_channels: int = 10_000) -> None:
+        if history_size < 1 or max_channels < 1:
+            raise ValueError("history_size and max_channels must be at least 1")
+        self.history_size = history_size
+        self.max_channels = max_channels  # bounds what random channel names can make us hold
+        self.epoch = new_epoch()
+        self.dropped = 0  # subscribers disconnected for being over their budget
+        self._channels: OrderedDict[str, _Channel] = OrderedDict()
+        self._seq = 0
+        self._horizon = 0  # the sequence when a channel was last forgotten
+
+    # -- channels ------------------------------------------------------------------
+
+    def _channel(self, name: str) -> _Channel:
+        ch = self._channels.get(name)
+        if ch is not None:
+            self._channels.move_to_end(name)
+            return ch
+        if len(self._channels) >= self.max_channels and not self._forget_idle_channel():
+            raise ChannelLimitError(self.max_channels)
+        ch = self._channels[name] = _Channel(name, self.history_size, self._horizon)
+        return ch
+
+    def _forget_idle_channel(self) -> bool:
+        for name, ch in self._channels.items():
+            if ch.idle:
+                self._forget(name)
+                return True
+        return False
+
+    def _forget(self, name: str) -> None:
+        del self._channels[name]
+        self._horizon = self._seq
+
+    @property
+    def channel_count(self) -> int:
+        return len(self._channels)
+
+    @property
+    def channel_names(self) -> list[str]:
+        """Least recently used first."""
+        return list(self._channels)
+
+    def subscriber_count(self, channel: str) -> int:
+        ch = self._channels.get(channel)
+        return len(ch.subscribers) if ch is not None else 0
+
+    def subscribers(self, channel: str) -> list[Subscriber]:
+        """The channel's live subscribers, in the order they joined."""
+        ch = self._channels.get(channel)
+        return list(ch.subscribers) if ch is not None else []
+
+    def close_channel(self, name: str) -> int:
+        """The channel has had its last event: end every stream after what it was sent.
+
+        A subscriber arriving later gets the history after its id, then its response
+        ends, instead of waiting for events that will never come (a finished
+        generation). The history stays until the channel is removed. Returns how
+        many streams were ended.
+        """
+        ch = self._channels.get(name)
+        if ch is None:
+            return 0
+        ch.closed = True
+        subscribers = list(ch.subscribers)
+        ch.subscribers.clear()
+        for sub in subscribers:
+            sub.end()
+        return len(subscribers)
+
+    def remove_channel(self, name: str) -> None:
+        """Forget a channel and its history; its live subscribers' streams end."""
+        if name in self._channels:
+            self.close_channel(name)
+            self._forget(name)
+
+    # -- publish -------------------------------------------------------------------
+
+    async def publish(self, channel: str, data: str, event: str | None = None) -> Published:
+        return self.publish_nowait(channel, data, event)
+
+    def publish_nowait(self, channel: str, data: str, event: str | None = None) -> Published:
+        """Publish from the loop thread without awaiting (this engine stores in memory)."""
+        seq = self._seq + 1
+        event_id = f"{self.epoch}-{seq}"
+        raw = encode_event(data, event=event, id=event_id)  # may raise ValueError: nothing changed yet
+        ch = self._channel(channel)  # may raise ChannelLimitError: nothing changed yet
+        self._seq = seq
+        encoded = EncodedEvent(channel, seq, event_id, raw)
+        history = ch.history
+        if len(history) == history.maxlen:
+            ch.evicted_upto = history[0].seq
+        history.append(encoded)
+        if ch.subscribers:
+            self._fan_out(ch, encoded)
+        for joining in ch.joining:
+            joining.buffer.append(encoded)
+        return Published(event_id, len(ch.subscribers))
+
+    def publish_threadsafe(
+        self, loop: asyncio.AbstractEventLoop, channel: str, data: str, event: str | None = None
+    ) -> concurrent.futures.Future[Published]:
+        """Publish from another thread; ``.result()`` on the returned future waits for it."""
+        return asyncio.run_coroutine_threadsafe(self.publish(channel, data, event), loop)
+
+    def _fan_out(self, ch: _Channel, event: EncodedEvent) -> None:
+        over = [sub for sub in ch.subscribers if not sub.deliver(event)]
+        for sub in over:
+            ch.subscribers.pop(sub, None)
+            self.dropped += 1
+
+    # -- subscribe (the algorithm is Engine.subscribe) ------------------------------------
+
+    def _last_seq(self) -> int:
+        return self._seq
+
+    def _join(self, sub: Subscription) -> None:
+        # Joined one by one, so that making the next channel cannot forget one
+        # already joined (it is no longer idle); all or nothing on a full table.
+        try:
+            for name in sub.channels:
+                self._channel(name).joining.append(sub)
+        except ChannelLimitError:
+            self._leave(sub)
+            raise
+
+    def _go_live(self, sub: Subscription) -> None:
+        for name in sub.channels:
+            ch = self._channels[name]  # joining keeps a channel from being forgotten
+            ch.joining.remove(sub)
+            if ch.closed:
+                continue
+            ch.subscribers[sub.subscriber] = None
+
+    def _leave(self, sub: Subscription) -> None:
+        for name in sub.channels:
+            ch = self._channels.get(name)
+            if ch is None:
+                continue
+            if sub in ch.joining:
+                ch.joining.remove(sub)
+            ch.subscribers.pop(sub.subscriber, None)
+
+    async def _read_history(self, channel: str, after_seq: int) -> History:
+        return self.history_after(channel, after_seq)
+
+    def history_after(self, channel: str, after_seq: int) -> History:
+        ch = self._channels.get(channel)
+        if ch is None:
+            return History([], None, 0, self._horizon)
+        events = ch.history
+        if events and events[0].seq > after_seq:
+            selected = list(events)
+        else:
+            selected = [e for e in events if e.seq > after_seq]
+        oldest = events[0].id if events else None
+        return History(selected, oldest, ch.evicted_upto, ch.horizon, ch.closed)

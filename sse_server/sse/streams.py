@@ -1,0 +1,334 @@
+"""The streaming Server-Sent Events responses.
+
+    return EventStream(ticker())                                        # any async iterator
+    return await ChannelStream.subscribe(request, engine, ["news"])     # channels, with resume
+
+Both share ``SSEStream``: the SSE headers go out at once (the connection flushes
+the head before ``stream`` runs), then a ``retry:`` hint, then each event as it is
+produced. Heartbeat comments come from one shared timer per distinct interval, not
+one per stream: every stream records when it last wrote, and the timer writes
+``:`` to those idle too long.
+
+An ``EventStream`` runs its iterator in the request task, which the connection
+cancels the moment the client leaves. A ``ChannelStream`` subscribes while the
+handler runs, so the resume decision (and its ``SSE-Reset`` header) is made once,
+before the head; then it detaches: the engine calls ``deliver`` per event, and an
+idle subscriber has no task at all.
+
+On a stream of several channels each event's id is ``<epoch>-<seq>;<channel>``:
+the browser hands the whole id back as Last-Event-ID, which resumes every channel
+of the stream, and a page tells the channel by the text after the first ``;``
+(``event:`` stays the application's). Events are re-encoded for that shape once
+per event, not once per subscriber.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import weakref
+from collections.abc import AsyncIterable, Iterable, Sequence
+from typing import Any
+
+from ..app import Request, Sink, StreamingResponse
+from ..channels import EncodedEvent, Engine, Subscription
+from .codec import Event, encode_comment, encode_event, encode_retry
+
+__all__ = ["SSE_HEADERS", "ChannelStream", "EventStream", "Heartbeats", "SSEStream", "last_event_id_of"]
+
+SSE_HEADERS: tuple[tuple[str, str], ...] = (
+    ("Content-Type", "text/event-stream; charset=utf-8"),
+    # no-transform: intermediaries must not compress (and so buffer) the stream.
+    ("Cache-Control", "no-cache, no-transform"),
+    ("X-Accel-Buffering", "no"),  # reverse proxies that buffer by default honour this
+)
+
+_PENDING_BUDGET_BYTES = 1024 * 1024  # live events held between subscribe and the head going out
+
+HEARTBEAT = EncodedEvent("", 0, "", encode_comment())  # shared by every stream: framed once
+
+
+def last_event_id_of(request: Request) -> str | None:
+    """The id a reconnecting client resumes after: the header EventSource sends, or
+    ``?last_event_id=`` for clients that cannot set headers."""
+    return request.headers.get("last-event-id") or request.query_param("last_event_id") or None
+
+
+def _encode_item(item: Event | str | bytes | dict[str, Any]) -> bytes:
+    if isinstance(item, Event):
+        return item.encode()
+    if isinstance(item, str):
+        return encode_event(item)
+    if isinstance(item, bytes):
+        return item  # already an encoded event
+    return encode_event(json.dumps(item, ensure_ascii=False, separators=(",", ":")))
+
+
+class SSEStream(StreamingResponse):
+    """What every SSE response shares: headers, the retry hint, heartbeats, shutdown."""
+
+    __slots__ = ("heartbeat_s", "retry_ms", "sink", "last_write")
+    media_type = SSE_HEADERS[0][1]
+
+    def __init__(
+        self,
+        *,
+        heartbeat_s: float | None = None,
+        retry_ms: int | None = None,
+        status: int = 200,
+        headers: Iterable[tuple[str, str]] = (),
+    ) -> None:
+        super().__init__(None, status, [*SSE_HEADERS, *headers])
+        self.heartbeat_s = heartbeat_s  # None: the server's --heartbeat
+        self.retry_ms = retry_ms  # None: the server's --retry-ms
+        self.sink: Sink | None = None
+        self.last_write = 0.0
+
+    def _open(self, sink: Sink) -> Heartbeats:
+        """Start writing: the retry hint, and a place among the shared heartbeats."""
+        loop = asyncio.get_running_loop()
+        config = sink.config
+        self.sink = sink
+        self.last_write = loop.time()
+        retry_ms = config.retry_ms if self.retry_ms is None else self.retry_ms
+        if retry_ms >= 0:
+            sink.write(encode_retry(retry_ms))
+        heartbeats = Heartbeats.for_loop(loop)
+        heartbeats.add(self, config.heartbeat_s if self.heartbeat_s is None else self.heartbeat_s)
+        return heartbeats
+
+    async def on_shutdown(self, sink: Sink) -> None:
+        """A last ``retry:`` spread over the jitter window, so clients do not all
+        reconnect to the restarted server in the same instant."""
+        config = sink.config
+        base = config.retry_ms if self.retry_ms is None else self.retry_ms
+        sink.write(encode_retry(max(base, 0) + random.randint(0, config.shutdown_retry_jitter_ms)))
+
+
+class EventStream(SSEStream):
+    """An SSE response fed by an async iterator, run in the request's task.
+
+    The iterator yields ``Event``s, ``str`` (the data), ``dict`` (sent as JSON) or
+    ``bytes`` already encoded with ``sse.encode_event``.
+    """
+
+    __slots__ = ("source",)
+
+    def __init__(
+        self,
+        source: AsyncIterable[Event | str | bytes | dict[str, Any]],
+        *,
+        heartbeat_s: float | None = None,
+        retry_ms: int | None = None,
+        status: int = 200,
+        headers: Iterable[tuple[str, str]] = (),
+    ) -> None:
+        super().__init__(heartbeat_s=heartbeat_s, retry_ms=retry_ms, status=status, headers=headers)
+        self.source = source
+
+    async def stream(self, sink: Sink) -> None:
+        heartbeats = self._open(sink)
+        loop = asyncio.get_running_loop()
+        try:
+            async for item in self.source:
+                sink.write(_encode_item(item))
+                self.last_write = loop.time()
+                await sink.drain()
+        finally:
+            heartbeats.remove(self)
+
+
+def _tagged(event: EncodedEvent) -> EncodedEvent:
+    """The event with its channel after its id (``id: <epoch>-<seq>;<channel>``), made once."""
+    tagged = event.tagged
+    if tagged is None:
+        tagged_id = f"{event.id};{event.channel}"
+        # encode_event writes the id line first: swap it, keep the rest byte for byte.
+        prefix = f"id: {event.id}\n".encode()
+        assert event.raw.startswith(prefix)
+        raw = f"id: {tagged_id}\n".encode() + event.raw[len(prefix):]
+        tagged = event.tagged = EncodedEvent(event.channel, event.seq, tagged_id, raw)
+    return tagged
+
+
+class ChannelStream(SSEStream):
+    """A subscription to one or more channels: replay after Last-Event-ID, then live.
+
+    Build it with ``await ChannelStream.subscribe(...)`` in a handler. When the
+    request's id cannot be honoured for a channel, the response carries
+    ``SSE-Reset: <reason>`` and the stream opens with an ``event: reset`` per such
+    channel (data: JSON with ``channel``, ``reason``, ``last_event_id``, ``oldest_id``)
+    before the history it still has.
+    """
+
+    __slots__ = (
+        "engine", "subscription", "tag_channels", "budget_bytes", "_pending", "_pending_bytes",
+        "_ended", "_dropped", "_loop", "_heartbeats", "_budget",
+    )
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        tag_channels: bool,
+        heartbeat_s: float | None = None,
+        retry_ms: int | None = None,
+    ) -> None:
+        super().__init__(heartbeat_s=heartbeat_s, retry_ms=retry_ms)
+        self.engine = engine
+        self.subscription: Subscription | None = None
+        self.tag_channels = tag_channels
+        self.budget_bytes: int | None = None  # unsent bytes before it is dropped; None: the server's
+        self._pending: list[EncodedEvent] = []  # live events that arrived before the head went out
+        self._pending_bytes = 0
+        self._ended = False
+        self._dropped = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._heartbeats: Heartbeats | None = None
+        self._budget = 0
+
+    @classmethod
+    async def subscribe(
+        cls,
+        request: Request,
+        engine: Engine,
+        channels: Sequence[str],
+        *,
+        heartbeat_s: float | None = None,
+        retry_ms: int | None = None,
+        from_start: bool = False,
+        tag_channels: bool | None = None,
+        budget_bytes: int | None = None,
+    ) -> ChannelStream:
+        """Subscribe now, honouring the request's Last-Event-ID (``from_start``: with no
+        id, replay everything the channels hold). Ids carry the channel when there is
+        more than one channel, unless ``tag_channels`` says otherwise."""
+        stream = cls(
+            engine,
+            tag_channels=len(channels) > 1 if tag_channels is None else tag_channels,
+            heartbeat_s=heartbeat_s,
+            retry_ms=retry_ms,
+        )
+        stream.budget_bytes = budget_bytes
+        sub = await engine.subscribe(channels, stream, last_event_id_of(request), from_start=from_start)
+        stream.subscription = sub
+        if sub.resets:
+            stream.headers.append(("SSE-Reset", sub.resets[0].reason))
+        return stream
+
+    # -- the engine's side -----------------------------------------------------------
+
+    def deliver(self, event: EncodedEvent) -> bool:
+        sink = self.sink
+        if sink is None:  # subscribed, head not out yet: hold it, within the same budget
+            self._pending.append(event)
+            self._pending_bytes += len(event.raw)
+            if self._pending_bytes > (self.budget_bytes or _PENDING_BUDGET_BYTES):
+                self._dropped = True
+                return False
+            return True
+        if sink.is_closing():
+            return True  # the connection is ending; its close hook unsubscribes us
+        sink.deliver(_tagged(event) if self.tag_channels else event)
+        self.last_write = self._loop.time()  # type: ignore[union-attr]
+        if sink.buffered_bytes() > self._budget:
+            # Too far behind to catch up live: drop it now; it resumes from history.
+            sink.abort()
+            return False
+        return True
+
+    def end(self) -> None:
+        """The channel had its last event: finish after what was written."""
+        self._ended = True
+        if self.sink is not None:
+            self.sink.finish()
+
+    # -- the connection's side ----------------------------------------------------------
+
+    async def stream(self, sink: Sink) -> None:
+        sub = self.subscription
+        assert sub is not None, "build a ChannelStream with ChannelStream.subscribe"
+        if self._dropped:
+            self.engine.unsubscribe(sub)
+            sink.abort()
+            return
+        self._loop = asyncio.get_running_loop()
+        given = self.budget_bytes
+        self._budget = sink.config.max_subscriber_buffer_bytes if given is None else given
+        self._heartbeats = self._open(sink)
+        for reset in sub.resets:
+            payload = {"channel": reset.channel, "reason": reset.reason,
+                       "last_event_id": reset.last_event_id, "oldest_id": reset.oldest_id}
+            sink.write(encode_event(json.dumps(payload), event="reset"))
+        tag = self.tag_channels
+        for event in sub.replay:
+            sink.deliver(_tagged(event) if tag else event)
+        for event in self._pending:
+            sink.deliver(_tagged(event) if tag else event)
+        sub.replay = []
+        self._pending = []
+        if sub.closed or self._ended:
+            self._leave()
+            return  # every channel has ended: the history was all there is
+        # Live from here with no task of its own: the engine delivers into the sink,
+        # and the connection calls _leave when the client goes.
+        sink.detach(self._leave)
+
+    def _leave(self) -> None:
+        if self.subscription is not None:
+            self.engine.unsubscribe(self.subscription)
+        if self._heartbeats is not None:
+            self._heartbeats.remove(self)
+
+
+class Heartbeats:
+    """Shared heartbeat timers: one per distinct interval per event loop."""
+
+    _per_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Heartbeats] = weakref.WeakKeyDictionary()
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self._groups: dict[float, dict[SSEStream, None]] = {}
+        self._timers: dict[float, asyncio.TimerHandle] = {}
+        self._interval_of: dict[SSEStream, float] = {}
+
+    @classmethod
+    def for_loop(cls, loop: asyncio.AbstractEventLoop) -> Heartbeats:
+        hb = cls._per_loop.get(loop)
+        if hb is None:
+            hb = cls._per_loop[loop] = cls(loop)
+        return hb
+
+    def add(self, stream: SSEStream, interval_s: float) -> None:
+        if interval_s <= 0:
+            return  # heartbeats off for this stream
+        group = self._groups.setdefault(interval_s, {})
+        group[stream] = None
+        self._interval_of[stream] = interval_s
+        if interval_s not in self._timers:
+            self._schedule(interval_s)
+
+    def remove(self, stream: SSEStream) -> None:
+        interval_s = self._interval_of.pop(stream, None)
+        if interval_s is not None:
+            self._groups[interval_s].pop(stream, None)
+
+    def _schedule(self, interval_s: float) -> None:
+        # Checking four times per interval keeps the idle gap within 1.25 intervals.
+        self._timers[interval_s] = self.loop.call_later(max(interval_s / 4, 0.01), self._tick, interval_s)
+
+    def _tick(self, interval_s: float) -> None:
+        group = self._groups.get(interval_s)
+        if not group:
+            self._timers.pop(interval_s, None)
+            self._groups.pop(interval_s, None)
+            return
+        now = self.loop.time()
+        for stream in group:
+            if now - stream.last_write >= interval_s:
+                sink = stream.sink
+                if sink is not None and not sink.is_closing():
+                    sink.deliver(HEARTBEAT)
+                stream.last_write = now
+        self._schedule(interval_s)
