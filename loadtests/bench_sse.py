@@ -37,6 +37,12 @@ Usage:
     python loadtests/bench_sse.py --subscribers 10000 --fanout-subscribers 10000
     python loadtests/bench_sse.py --subscribers 500 --fanout-subscribers 200 --events 20
     python loadtests/bench_sse.py --only sse_server,starlette --skip-idle --skip-firehose
+
+Before/after a change, side by side in one run (``git worktree add ../base <commit>``):
+    python loadtests/bench_sse.py --only sse_server --tree base=../base --repeats 3
+``--tree NAME=PATH`` adds a server: this repo's sse_server as checked out at PATH.
+With ``--repeats N`` every part runs N times per server, interleaved, and the
+table shows the median of each figure.
 """
 
 from __future__ import annotations
@@ -45,6 +51,7 @@ import argparse
 import asyncio
 import json
 import os
+import statistics
 import sys
 import time
 from collections.abc import Callable, Coroutine
@@ -386,6 +393,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--churn-batch", type=int, default=500, help="churn: subscribers per wave")
     parser.add_argument("--timeout", type=float, default=120.0, help="cap on any one wait, seconds")
     parser.add_argument("--only", action="append", help="server name (repeat or comma-separate)")
+    parser.add_argument("--tree", action="append", default=[], metavar="NAME=PATH",
+                        help="also run sse_server from the checkout at PATH, as NAME (repeatable)")
+    parser.add_argument("--baseline", default=BASELINE, help="the row the ratio columns divide by")
+    parser.add_argument("--repeats", type=int, default=1, help="runs of every part per server, interleaved")
     for part in PARTS:
         parser.add_argument(f"--skip-{part}", action="store_true", help=f"skip the {part} part")
     parser.add_argument("--server-cpu", type=int, default=0)
@@ -393,9 +404,31 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
+def tree_server(spec: str) -> tuple[str, tuple[str, ...]]:
+    """``NAME=PATH`` -> the command that serves PATH's sse_server (``-P``: not this repo's)."""
+    name, sep, path = spec.partition("=")
+    if not sep or not name or not os.path.isdir(os.path.join(path, "sse_server")):
+        sys.exit(f"--tree wants NAME=PATH to a checkout with sse_server/, got {spec!r}")
+    return name, ("env", f"PYTHONPATH={os.path.abspath(path)}", "{python}", "-P", *OUR_SERVER[1:])
+
+
+def median_row(runs: list[Metrics]) -> Metrics:
+    """The median of each numeric figure over repeated runs; other values from the last run."""
+    row: Metrics = {}
+    for key in {k for run in runs for k in run}:
+        values = [run[key] for run in runs if key in run]
+        numbers = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        if numbers and len(numbers) == len(values):
+            mid = statistics.median(numbers)
+            row[key] = type(numbers[0])(mid) if isinstance(numbers[0], int) else mid
+        else:
+            row[key] = values[-1]
+    return row
+
+
 def main() -> None:
     args = parse_args()
-    servers = select_servers(SERVERS, args.only)
+    servers = select_servers(SERVERS, args.only) | dict(tree_server(spec) for spec in args.tree)
     peer_modules = {
         "starlette": ["uvicorn", "starlette", "sse_starlette"],
         "aiohttp": ["aiohttp", "aiohttp_sse"],
@@ -406,35 +439,41 @@ def main() -> None:
     raise_nofile_limit(max(args.subscribers, args.fanout_subscribers) + WARM_SUBSCRIBERS + 256)
     exit_on_sigterm()
 
-    rows: dict[str, Metrics] = {}
+    runs: dict[str, list[Metrics]] = {name: [] for name in servers}
+    notes: dict[str, list[str]] = {name: [] for name in servers}
     skipped: dict[str, str] = {}
-    for name, template in servers.items():
-        row: Metrics = {}
-        notes: list[str] = []
-        for part_name, part in parts.items():
-            print(f"{name}: {part_name} ...", file=sys.stderr, flush=True)
-            try:
-                metrics = run_part(name, template, part, args)
-            except ServerDidNotStart as exc:
-                notes.append(str(exc))
-                print(f"skipping {name}: {exc}", file=sys.stderr)
-                break
-            except ServerFailed as exc:  # note it and go on: other parts may work
-                notes.append(f"{part_name} failed: {exc}")
-                print(f"{name}: {part_name} failed: {exc}", file=sys.stderr)
+    for rep in range(args.repeats):
+        for name, template in servers.items():
+            if name in skipped:
                 continue
-            if note := metrics.pop("note", None):
-                notes.append(note)
-            metrics["others"] = max(metrics["others"], row.get("others", 0.0))
-            row |= metrics
-            print(f"{name}: {part_name}: {format_metrics(metrics)}", file=sys.stderr, flush=True)
-        if any(value is not None for value in row.values()):
-            rows[name] = row | {"note": "; ".join(notes) or None}
-        else:
-            skipped[name] = "; ".join(notes)
+            row: Metrics = {}
+            for part_name, part in parts.items():
+                print(f"run {rep + 1}/{args.repeats} {name}: {part_name} ...", file=sys.stderr, flush=True)
+                try:
+                    metrics = run_part(name, template, part, args)
+                except ServerDidNotStart as exc:
+                    skipped[name] = str(exc)
+                    print(f"skipping {name}: {exc}", file=sys.stderr)
+                    break
+                except ServerFailed as exc:  # note it and go on: other parts may work
+                    notes[name].append(f"{part_name} failed: {exc}")
+                    print(f"{name}: {part_name} failed: {exc}", file=sys.stderr)
+                    continue
+                if note := metrics.pop("note", None):
+                    notes[name].append(note)
+                metrics["others"] = max(metrics["others"], row.get("others", 0.0))
+                row |= metrics
+                print(f"{name}: {part_name}: {format_metrics(metrics)}", file=sys.stderr, flush=True)
+            if name not in skipped:
+                runs[name].append(row)
+    rows: dict[str, Metrics] = {}
+    for name, server_runs in runs.items():
+        row = median_row(server_runs) if server_runs else {}
+        if name not in skipped and any(value is not None for value in row.values()):
+            rows[name] = row | {"note": "; ".join(dict.fromkeys(notes[name])) or None}
 
     print(f"\n{describe(args, parts)}\n")
-    print(markdown_table(rows, COLUMNS, baseline=BASELINE))
+    print(markdown_table(rows, COLUMNS, baseline=args.baseline))
     warn_if_shared(max((row.get("others", 0.0) for row in rows.values()), default=0.0))
     for name, reason in skipped.items():
         print(f"\nskipped {name}: {reason}")
@@ -452,6 +491,7 @@ def describe(args: argparse.Namespace, parts: dict[str, Part]) -> str:
         "SSE: "
         + "; ".join(what[p] for p in parts)
         + f"; server on CPU {args.server_cpu}, load on CPU {args.load_cpu}"
+        + (f"; median of {args.repeats} interleaved runs" if args.repeats > 1 else "")
     )
 
 
