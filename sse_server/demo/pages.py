@@ -35,30 +35,42 @@ LIVE = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Live notifications</title>
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <style>{_STYLE} #feed li {{ border-left: 3px solid #0b57d0; padding-left: .5rem; white-space: pre-wrap; }}
+#feed li[data-channel="alerts"] {{ border-left-color: #b3261e; }}
+.tag {{ font-size: .8em; color: #666; margin-right: .5em; }}
 #status {{ font-weight: 600; }}</style></head>
 <body>
 <h1>Live notifications</h1>
-<p>Channel <code id="channel">news</code>: <span id="status">connecting</span></p>
+<p>Channels <code id="channels">news, alerts</code> on one EventSource: <span id="status">connecting</span></p>
 <form id="publish">
-  <input id="message" name="message" autocomplete="off" placeholder="Say something" size="40" required>
+  <select id="target" aria-label="Channel"></select>
+  <input id="message" name="message" autocomplete="off" placeholder="Say something" size="32" required>
   <button>Publish</button>
 </form>
 <ol id="feed"></ol>
 <script>
 (() => {{
-  const channel = new URLSearchParams(location.search).get("channel") || "news";
-  document.getElementById("channel").textContent = channel;
-  const url = "/channels/" + encodeURIComponent(channel) + "/events";
+  // ?channel=a&channel=b picks the channels; each event's id ends with ";<channel>".
+  const params = new URLSearchParams(location.search).getAll("channel");
+  const channels = params.length ? params : ["news", "alerts"];
+  document.getElementById("channels").textContent = channels.join(", ");
+  const target = document.getElementById("target");
+  for (const name of channels) target.add(new Option(name, name));
   const status = document.getElementById("status");
   const feed = document.getElementById("feed");
+  const channelOf = (id) => id.slice(id.indexOf(";") + 1);
   const show = (kind, e) => {{
     const li = document.createElement("li");
     li.dataset.id = e.lastEventId;
     li.dataset.kind = kind;
-    li.textContent = e.data;  // text, never markup
+    li.dataset.channel = channelOf(e.lastEventId);
+    const tag = document.createElement("span");
+    tag.className = "tag";
+    tag.textContent = li.dataset.channel;
+    li.append(tag, document.createTextNode(e.data));  // text, never markup
     feed.prepend(li);
   }};
-  const source = new EventSource(url);
+  const query = channels.map((c) => "channel=" + encodeURIComponent(c)).join("&");
+  const source = new EventSource("/events?" + query);
   source.onopen = () => {{ status.textContent = "live"; }};
   source.onerror = () => {{ status.textContent = "reconnecting"; }};
   source.onmessage = (e) => show("message", e);
@@ -67,7 +79,8 @@ LIVE = f"""<!doctype html>
   document.getElementById("publish").addEventListener("submit", async (ev) => {{
     ev.preventDefault();
     const input = document.getElementById("message");
-    await fetch(url + "?event=note", {{ method: "POST", body: input.value }});
+    const url = "/channels/" + encodeURIComponent(target.value) + "/events?event=note";
+    await fetch(url, {{ method: "POST", body: input.value }});
     input.value = "";
   }});
 }})();

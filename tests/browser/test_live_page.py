@@ -19,10 +19,30 @@ def test_live_page_publishes_and_shows_messages_as_text(page: Any, live_server: 
     page.click("button")
     for p in (page, other):
         p.wait_for_function("document.querySelectorAll('#feed li').length === 1")
-        assert p.text_content("#feed li") == message
+        assert p.text_content("#feed li") == "room" + message  # the channel tag, then the text
         assert p.locator("#feed li img").count() == 0
         assert p.get_attribute("#feed li", "data-kind") == "note"
     st.run(lambda: st.app.state["engine"].publish_nowait("room", "from the server"))
     page.wait_for_function("document.querySelectorAll('#feed li').length === 2")
-    assert page.text_content("#feed li") == "from the server"
+    assert page.text_content("#feed li") == "roomfrom the server"
+    assert page.errors == []
+
+
+def test_live_page_follows_two_channels_on_one_eventsource(page: Any, live_server: Any) -> None:
+    """The default page follows news and alerts over one connection and tags each event by channel."""
+    st = live_server(create_app)
+    page.goto(st.url + "/live")
+    page.wait_for_function("document.getElementById('status').textContent === 'live'")
+    engine = st.app.state["engine"]
+    st.run(lambda: engine.publish_nowait("news", "n1"))
+    st.run(lambda: engine.publish_nowait("alerts", "a1", event="note"))
+    page.select_option("#target", "alerts")
+    page.fill("#message", "a2")
+    page.click("button")
+    page.wait_for_function("document.querySelectorAll('#feed li').length === 3")
+    rows = page.eval_on_selector_all(
+        "#feed li", "els => els.map(li => [li.dataset.channel, li.dataset.kind, li.lastChild.textContent])"
+    )
+    assert rows == [["alerts", "note", "a2"], ["alerts", "note", "a1"], ["news", "message", "n1"]]
+    assert st.run(lambda: len(st.server.streams)) == 1  # one connection for both channels
     assert page.errors == []
