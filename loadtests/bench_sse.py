@@ -53,10 +53,10 @@ from typing import Any
 
 from benchlib import (
     OUR_SERVER,
-    ProtocolError,
     Column,
     CoreMeter,
     HttpConnection,
+    ProtocolError,
     ServerDidNotStart,
     ServerFailed,
     ServerProcess,

@@ -13,8 +13,8 @@ import pytest
 
 from sse_server.http11 import (
     END_OF_MESSAGE,
-    ChunkedDecoder,
     NEED_DATA,
+    ChunkedDecoder,
     ProtocolError,
     RequestHead,
     RequestParser,
@@ -67,7 +67,7 @@ def bytewise(raw: bytes) -> Iterator[bytes]:
 def random_split(raw: bytes, seed: int) -> list[bytes]:
     rng = random.Random(seed)
     cuts = sorted(rng.sample(range(1, len(raw)), min(len(raw) - 1, rng.randint(1, 24))))
-    return [raw[a:b] for a, b in zip([0, *cuts], [*cuts, len(raw)])]
+    return [raw[a:b] for a, b in zip([0, *cuts], [*cuts, len(raw)], strict=True)]
 
 
 def splittings(raw: bytes) -> list[tuple[str, list[bytes] | Iterator[bytes]]]:
@@ -88,7 +88,7 @@ def H(**fields: Any) -> tuple[str, dict[str, Any]]:
 def matches(actual: list[Any], expected: list[Any]) -> bool:
     if len(actual) != len(expected):
         return False
-    for a, e in zip(actual, expected):
+    for a, e in zip(actual, expected, strict=True):
         if isinstance(e, tuple) and e and e[0] == "head":
             if not (isinstance(a, tuple) and a[0] == "head"):
                 return False
