@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 
-from .markup import Element, Markup, h
+from .markup import Element, Markup, Node, h
 from .render import BoundaryFailure, Document, Suspense
 
 __all__ = ["dashboard_page", "suspense_page"]
@@ -28,8 +28,8 @@ _CSS = Markup(
 )
 
 
-def _after(delay_s: float, make: Callable[[], object]) -> Callable[[], Awaitable[object]]:
-    async def content() -> object:
+def _after(delay_s: float, make: Callable[[], Node]) -> Callable[[], Awaitable[Node]]:
+    async def content() -> Node:
         await asyncio.sleep(delay_s)
         return make()
 

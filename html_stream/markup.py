@@ -13,14 +13,19 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache, partial
 from json import dumps
-from typing import Any, TypeAlias
+from typing import TYPE_CHECKING, Protocol, TypeAlias
+
+if TYPE_CHECKING:  # render.py imports this module; only the type is needed here
+    from .render import Suspense
 
 __all__ = [
+    "AttrValue",
     "Element",
+    "HasHTML",
     "Markup",
     "MarkupError",
     "Node",
@@ -46,9 +51,20 @@ RAW_TEXT_ELEMENTS = frozenset(
     "script style xmp iframe noembed noframes textarea title".split()
 )
 
-Node: TypeAlias = Any
+
+class HasHTML(Protocol):
+    """An object that renders itself as trusted HTML (Markup, or a template library's type)."""
+
+    def __html__(self) -> str: ...
+
+
+Node: TypeAlias = "str | Element | Suspense | HasHTML | int | float | None | Iterable[Node]"
 """What a page is made of: str (escaped), Markup, Element, a boundary, numbers,
 None/bool (skipped), or any iterable of nodes (flattened)."""
+
+AttrValue: TypeAlias = "str | HasHTML | int | float | bool | None | Sequence[object]"
+"""An attribute value: True -> bare, False/None -> omitted, a list or tuple ->
+space-joined (falsy items dropped), numbers -> str, Markup -> as is."""
 
 
 class MarkupError(ValueError):
@@ -113,7 +129,7 @@ _SCRIPT_ESCAPES = str.maketrans(
 )
 
 
-def script_json(value: Any) -> Markup:
+def script_json(value: object) -> Markup:
     """JSON for use inside <script>, as data or as a JS expression.
 
     >>> script_json({"q": "</script>"})
@@ -181,7 +197,7 @@ class Element:
     """One HTML element. Build it with `h()` or `tags`, which validate and flatten."""
 
     tag: str
-    attrs: tuple[tuple[str, Any], ...] = ()
+    attrs: tuple[tuple[str, AttrValue], ...] = ()
     children: tuple[Node, ...] = ()
 
 
@@ -198,7 +214,7 @@ def _flatten_into(node: Node, out: list[Node]) -> None:
     if cls is str or cls is Element or cls is Markup:
         out.append(node)
         return
-    if cls is list or cls is tuple:
+    if type(node) is list or type(node) is tuple:  # type() again: mypy narrows on it, not on `cls`
         for child in node:
             _flatten_into(child, out)
         return
@@ -224,7 +240,7 @@ def _attr_key(key: str) -> str:
     return key.rstrip("_").replace("_", "-")
 
 
-def _attr_value(value: Any) -> Any:
+def _attr_value(value: AttrValue) -> AttrValue:
     if isinstance(value, (list, tuple)):
         return " ".join(str(v) for v in value if v)
     if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -232,7 +248,7 @@ def _attr_value(value: Any) -> Any:
     return value
 
 
-def h(tag: str, attrs: Mapping[str, Any] | Node = None, /, *children: Node, **kw: Any) -> Element:
+def h(tag: str, attrs: Mapping[str, AttrValue] | Node = None, /, *children: Node, **kw: AttrValue) -> Element:
     """Build an element; strings among the children are escaped unless Markup.
 
         h("a", {"href": "/x?a=1&b=2"}, "Tom & Jerry")     # <a href="/x?a=1&amp;b=2">Tom &amp; Jerry</a>
@@ -248,9 +264,9 @@ def h(tag: str, attrs: Mapping[str, Any] | Node = None, /, *children: Node, **kw
     if attrs is not None and type(attrs) is not dict and not isinstance(attrs, Mapping):
         children = (attrs, *children)
         attrs = None
-    pairs: tuple[tuple[str, Any], ...] = ()
+    pairs: tuple[tuple[str, AttrValue], ...] = ()
     if kw or (attrs and type(attrs) is not dict):
-        merged: dict[str, Any] = {}
+        merged: dict[str, AttrValue] = {}
         if attrs:
             for name, value in attrs.items():
                 merged[validate_attr_name(name)] = _attr_value(value)

@@ -21,7 +21,9 @@
 # would parse the content as HTML, not in the foreign namespace).
 from __future__ import annotations
 
-from .markup import Element, MarkupError, h
+from collections.abc import Sequence
+
+from .markup import AttrValue, Element, MarkupError, h
 
 __all__ = [
     "BoundaryPlacementError",
@@ -70,7 +72,7 @@ def banned_inside(tag: str) -> str | None:
     return _BANNED.get(tag)
 
 
-def check_roots(roots: list[object], parent: str, what: str, *, fallback: bool = False) -> None:
+def check_roots(roots: Sequence[object], parent: str, what: str, *, fallback: bool = False) -> None:
     """Raise MarkupError unless `roots` parse the same in place and in a template.
 
     `what` names the part for the message ("a boundary's content"); a fallback
@@ -95,7 +97,7 @@ def check_roots(roots: list[object], parent: str, what: str, *, fallback: bool =
 def default_error_node(parent: str, message: str, digest: str) -> Element | None:
     """The built-in error fallback for a boundary inside `parent`, or None where
     nothing visible may stand (e.g. <head>, <colgroup>)."""
-    data = {"class": "hs-error", "data-digest": digest}
+    data: dict[str, AttrValue] = {"class": "hs-error", "data-digest": digest}
     text = f"{message} (reference {digest})"
     alert = h("span", {"role": "alert"}, text)
     if parent == "table":
@@ -105,7 +107,7 @@ def default_error_node(parent: str, message: str, digest: str) -> Element | None
     if parent == "tr":
         return h("td", data, alert)
     if parent in ("select", "optgroup"):
-        return h("option", {**data, "disabled": True}, text)
+        return h("option", data | {"disabled": True}, text)
     if parent in ("ul", "ol", "menu"):
         return h("li", data, alert)
     if parent == "dl":
@@ -114,4 +116,4 @@ def default_error_node(parent: str, message: str, digest: str) -> Element | None
         return h("p", data, alert)
     if parent in NO_WRAPPER_PARENTS:
         return None
-    return h("span", {**data, "role": "alert"}, text)
+    return h("span", data | {"role": "alert"}, text)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import re
 
+from .render import Strategy
+
 __all__ = ["CRAWLER_USER_AGENT", "choose_strategy"]
 
 # Generic words crawlers put in their User-Agent, plus the "+https://..." contact
@@ -20,7 +22,7 @@ CRAWLER_USER_AGENT = re.compile(
 )
 
 
-def choose_strategy(user_agent: str | None, http_version: str) -> str:
+def choose_strategy(user_agent: str | None, http_version: str) -> Strategy:
     """The strategy for one request: "buffer" for crawlers and HTTP/1.0, else "stream".
 
     >>> choose_strategy("ExampleBot/1.0 (+https://example.com/bot)", "HTTP/1.1")

@@ -27,13 +27,14 @@ import traceback
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Mapping
 from contextlib import aclosing
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeAlias
+from typing import Literal, TypeAlias, cast
 
 from .markup import (
     _ATTR_KEYS,
     _TAG_KEYS,
     RAW_TEXT_ELEMENTS,
     VOID_ELEMENTS,
+    AttrValue,
     Element,
     Markup,
     MarkupError,
@@ -87,6 +88,11 @@ class BoundaryFailure:
     exception: BaseException | None = None
 
 
+Content: TypeAlias = "Callable[[], Awaitable[Node] | Node] | Awaitable[Node]"
+"""A boundary's content: a coroutine function, a function returning nodes or an
+awaitable, or an awaitable."""
+
+
 @dataclass(frozen=True, slots=True, eq=False)
 class Suspense:
     """A part of the page that arrives when `content` completes.
@@ -103,7 +109,7 @@ class Suspense:
     with the digest). `timeout_s` counts from when this boundary's work starts.
     """
 
-    content: Callable[[], Awaitable[Node] | Node] | Awaitable[Node]
+    content: Content
     fallback: Node = None
     error: Node | Callable[[BoundaryFailure], Node] = None
     timeout_s: float | None = None
@@ -129,11 +135,12 @@ class Document:
     body: Node = None
     head: Node = None
     lang: str = "en"
-    body_attrs: Mapping[str, Any] | None = None
+    body_attrs: Mapping[str, AttrValue] | None = None
 
 
-Page: TypeAlias = Any
-"""A Document or any nodes, or a (coroutine) function returning one."""
+_PageValue: TypeAlias = "Document | Node"
+Page: TypeAlias = "_PageValue | Callable[[], _PageValue | Awaitable[_PageValue]] | Awaitable[_PageValue]"
+"""A Document or any nodes, or a (coroutine) function returning one, or an awaitable of one."""
 
 
 @dataclass(slots=True, eq=False)
@@ -143,12 +150,13 @@ class _Boundary:
     parent_tag: str  # the element the boundary's nodes will be children of
     fallback: str
     task: asyncio.Task[None] | None = None
-    parts: list[str | _Boundary] | None = None  # set once settled
+    parts: list[_Part] | None = None  # set once settled
     children: list[_Boundary] = field(default_factory=list)
     placed: bool = False  # stream: its placeholder has been emitted
     flushed: bool = False  # stream: its parts have been emitted
 
 
+_Part: TypeAlias = "str | _Boundary"  # what the writer emits: HTML text, or a slot for a boundary
 Spawn: TypeAlias = Callable[[Suspense, str], _Boundary]
 
 # Attributes whose value is navigated to or fetched; a `javascript:` URL there runs.
@@ -176,10 +184,15 @@ class _Writer:
     __slots__ = ("nonce_attr", "out", "refusal", "spawn")
 
     def __init__(self, nonce_attr: str, spawn: Spawn | None, refusal: str = "") -> None:
-        self.out: list[Any] = []
+        self.out: list[_Part] = []
         self.nonce_attr = nonce_attr
         self.spawn = spawn
         self.refusal = refusal  # the message when spawn is None
+
+    def text(self) -> str:
+        """All output as one str; only for a writer without `spawn`, which holds no slots."""
+        assert self.spawn is None
+        return "".join(cast("list[str]", self.out))  # node() refuses a boundary when spawn is None
 
     def root(self, node: Node, parent: str, what: str) -> None:
         roots = flatten(node)
@@ -201,10 +214,9 @@ class _Writer:
 
     def node(self, node: Node, parent: str, banned: str | None) -> None:
         # Fast paths for the two commonest nodes, by exact type before the checks below.
-        cls = type(node)
-        if cls is str:
+        if type(node) is str:
             self.out.append(_escape_text(node))
-        elif cls is Element:
+        elif type(node) is Element:
             self.element(node, banned)
         elif isinstance(node, str):
             self.out.append(node if isinstance(node, Markup) else escape_text(node))
@@ -304,7 +316,7 @@ def _wants_nonce(el: Element, key: str) -> bool:
     return False
 
 
-def _attribute(name: str, value: Any, tag: str) -> str:
+def _attribute(name: str, value: object, tag: str) -> str:
     lowered = _ATTR_KEYS.get(name) or attr_key(name)
     if type(value) is not str:  # a plain str (the common case) needs none of these
         if value is True:
@@ -331,8 +343,8 @@ def _attribute(name: str, value: Any, tag: str) -> str:
     return f' {name}="{escape_attr(value)}"'
 
 
-def _compact(parts: list[Any]) -> list[Any]:
-    out: list[Any] = []
+def _compact(parts: list[_Part]) -> list[_Part]:
+    out: list[_Part] = []
     run: list[str] = []
     for part in parts:
         if isinstance(part, str):
@@ -356,10 +368,11 @@ def _encode(parts: list[str]) -> bytes:
     return "".join(parts).encode("utf-8", "replace")  # "replace": lone surrogates
 
 
-async def _produce(content: Any) -> Node:
+async def _produce(content: Content) -> Node:
     result = content() if callable(content) else content
     if inspect.isawaitable(result):
-        result = await result
+        node: Node = await result
+        return node
     return result
 
 
@@ -389,7 +402,7 @@ class _Render:
         fb = self.fixed_writer("a boundary's fallback cannot hold a boundary")
         fb.fallback(spec.fallback, parent)
         self.last_id += 1
-        b = _Boundary(self.last_id, spec, parent, "".join(fb.out))
+        b = _Boundary(self.last_id, spec, parent, fb.text())
         task = self.loop.create_task(self.run(b), name=f"html_stream boundary {b.id}")
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
@@ -397,12 +410,13 @@ class _Render:
         siblings.append(b)
         return b
 
-    async def shell(self, page: Page) -> tuple[list[Any], str]:
-        if callable(page):
-            page = page()
-        if inspect.isawaitable(page):
+    async def shell(self, page: Page) -> tuple[list[_Part], str]:
+        made = page() if callable(page) else page
+        if inspect.isawaitable(made):
             async with asyncio.timeout_at(self.deadline):
-                page = await page
+                page = await made
+        else:
+            page = made
         w = self.writer([])
         if not isinstance(page, Document):
             w.root(page, "body", "a page")
@@ -452,7 +466,7 @@ class _Render:
         if b.placed and not b.flushed:
             self.ready.put_nowait(b)
 
-    def write_content(self, node: Node, b: _Boundary) -> list[Any]:
+    def write_content(self, node: Node, b: _Boundary) -> list[_Part]:
         w = self.writer(b.children)
         try:
             w.root(node, b.parent_tag, "a boundary's content")
@@ -464,7 +478,7 @@ class _Render:
             raise
         return _compact(w.out)
 
-    def fail(self, b: _Boundary, exc: BaseException, *, timed_out: bool) -> list[Any]:
+    def fail(self, b: _Boundary, exc: BaseException, *, timed_out: bool) -> list[_Part]:
         digest = _digest(exc)
         if timed_out:
             logger.warning("html_stream boundary %d timed out [%s]", b.id, digest)
@@ -476,13 +490,13 @@ class _Render:
                 node = error(BoundaryFailure(digest, timed_out, exc)) if callable(error) else error
                 w = self.fixed_writer("a boundary's error fallback cannot hold a boundary")
                 w.root(node, b.parent_tag, "a boundary's error fallback")
-                return ["".join(w.out)]
+                return [w.text()]
             except Exception:
                 logger.exception("html_stream boundary %d: its error fallback failed too [%s]", b.id, digest)
         w = self.fixed_writer("")
         w.root(default_error_node(b.parent_tag, TIMEOUT_MESSAGE if timed_out else ERROR_MESSAGE, digest),
                b.parent_tag, "the default error fallback")
-        return ["".join(w.out)]
+        return [w.text()]
 
     async def close(self) -> None:
         while pending := [t for t in self.tasks if not t.done()]:
@@ -492,7 +506,7 @@ class _Render:
 
     # -- strategies -----------------------------------------------------------------
 
-    def expand(self, parts: list[Any], out: list[str]) -> None:
+    def expand(self, parts: list[_Part], out: list[str]) -> None:
         for part in parts:
             if isinstance(part, str):
                 out.append(part)
@@ -514,7 +528,7 @@ class _Render:
         out.append(f"</template><script{self.nonce_attr}>{swap_call(b.id)}</script>")
         return out
 
-    async def stream(self, shell: list[Any], tail: str) -> AsyncGenerator[bytes, None]:
+    async def stream(self, shell: list[_Part], tail: str) -> AsyncGenerator[bytes, None]:
         out: list[str] = []
         self.expand(shell, out)
         while self.open:
@@ -523,7 +537,7 @@ class _Render:
         out.append(tail)
         yield _encode(out)
 
-    async def in_order(self, shell: list[Any], tail: str) -> AsyncGenerator[bytes, None]:
+    async def in_order(self, shell: list[_Part], tail: str) -> AsyncGenerator[bytes, None]:
         buffered = self.strategy == "buffer"
         out: list[str] = []
         stack = [iter(shell)]

@@ -207,6 +207,13 @@ async def concurrent_streams(port: int, streams: int, max_tokens: int) -> Run:
     return Run(ok, streams - len(ok), loop.time() - start, ramp, time.process_time() - cpu0)
 
 
+def table_row(measure: str, configured: str, sorted_values: list[float], mean_digits: int) -> str:
+    """One Markdown row: p50, p90, p99, p99.9, max and mean of already sorted values."""
+    cells = [f"{percentile(sorted_values, q):.1f}" for q in (50, 90, 99, 99.9)]
+    mean = statistics.fmean(sorted_values)
+    return f"| {measure} | {configured} | {' | '.join(cells)} | {sorted_values[-1]:.1f} | {mean:.{mean_digits}f} |"
+
+
 def run_concurrent(args: argparse.Namespace) -> None:
     raise_nofile_limit(args.streams + 100)
     interval_ms = 1000 / args.tokens_per_s
@@ -241,18 +248,17 @@ def run_concurrent(args: argparse.Namespace) -> None:
           f"(above ~0.2, other processes share these CPUs and the numbers)\n")
     print("| measure | configured | p50 | p90 | p99 | p99.9 | max | mean |")
     print("|---|---|---|---|---|---|---|---|")
-    print(f"| inter-token delay (ms) | {interval_ms:.1f} | {percentile(gaps, 50):.1f} | {percentile(gaps, 90):.1f} | "
-          f"{percentile(gaps, 99):.1f} | {percentile(gaps, 99.9):.1f} | {gaps[-1]:.1f} | {statistics.fmean(gaps):.2f} |")
-    print(f"| ... after ramp-up (ms) | {interval_ms:.1f} | {percentile(steady, 50):.1f} | {percentile(steady, 90):.1f} | "
-          f"{percentile(steady, 99):.1f} | {percentile(steady, 99.9):.1f} | {steady[-1]:.1f} | {statistics.fmean(steady):.2f} |")
-    print(f"| time to first token (ms) | {expected_ttft:.0f} | {percentile(ttft, 50):.1f} | {percentile(ttft, 90):.1f} | "
-          f"{percentile(ttft, 99):.1f} | {percentile(ttft, 99.9):.1f} | {ttft[-1]:.1f} | {statistics.fmean(ttft):.1f} |")
+    print(table_row("inter-token delay (ms)", f"{interval_ms:.1f}", gaps, 2))
+    print(table_row("... after ramp-up (ms)", f"{interval_ms:.1f}", steady, 2))
+    print(table_row("time to first token (ms)", f"{expected_ttft:.0f}", ttft, 1))
     late = sum(1 for g in gaps if g > interval_ms * 1.5)
     print(f"\ngaps over 1.5x the interval: {late} of {len(gaps)} ({100 * late / max(len(gaps), 1):.2f}%)")
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = p.add_subparsers(dest="part")
     t = sub.add_parser("ttft", help="relay overhead on time to first token")
     t.add_argument("--trials", type=int, default=500)

@@ -60,10 +60,10 @@ from typing import Any
 
 from benchlib import (
     OUR_SERVER,
-    ProtocolError,
     Column,
     CoreMeter,
     HttpConnection,
+    ProtocolError,
     ServerDidNotStart,
     ServerFailed,
     ServerProcess,

@@ -98,7 +98,7 @@ async def run_churn(port: int, subscribers: int, events: int, seconds_cap: float
         first = True
         while not mine or mine[-1][0] != events - 1:
             last_id = mine[-1][1] if mine else None
-            proto = await connect(port, lambda: Subscriber(subscribe_request("churn", last_id), mine))
+            proto = await connect(port, lambda last_id=last_id: Subscriber(subscribe_request("churn", last_id), mine))
             if first:
                 joined += 1
                 first = False

@@ -348,9 +348,12 @@ def test_max_event_chars_allows_what_fits() -> None:
     assert parser.feed(chunk * 20) == [E("x" * 100)] * 20
 
 
-def test_event_stream_error_is_value_error() -> None:
-    """EventStreamError is a ValueError, so callers treating bad input alike catch it."""
-    assert issubclass(EventStreamError, ValueError)
+def test_oversized_stream_is_caught_as_bad_input() -> None:
+    """A caller handling bad input with `except ValueError` catches an oversized stream, told the limit."""
+    parser = EventStreamParser(max_event_chars=150)
+    assert parser.feed(b"data: ok\n\n") == [E("ok")]
+    with pytest.raises(ValueError, match="over 150 characters"):
+        parser.feed(b"data: " + b"x" * 200)
 
 
 # --- encoder tables ------------------------------------------------------------------

@@ -48,7 +48,7 @@ HTML_DIR = Path(__file__).resolve().parent
 REACT_DIR = HTML_DIR / "react"
 sys.path.insert(0, str(HTML_DIR.parent))  # benchlib.py lives in loadtests/
 
-from benchlib import (
+from benchlib import (  # noqa: E402 (found through the sys.path line above)
     OUR_SERVER,
     ChunkedDecoder,
     ServerFailed,
@@ -270,7 +270,7 @@ async def load(port: int, pid: int, path: str, concurrency: int, duration_s: flo
         await asyncio.sleep(max(0.0, deadline - loop.time()))
         result.server_cpu_s = cpu_seconds(pid) - cpu0
         result.client_cpu_s = time.process_time() - mine0
-        busy = [b - b0 for b, b0 in zip(core_busy_seconds(), busy0)]
+        busy = [b - b0 for b, b0 in zip(core_busy_seconds(), busy0, strict=True)]  # same CPUs both times
         if len(busy) > CLIENT_CPU:
             result.others_server_cpu_s = max(0.0, busy[SERVER_CPU] - result.server_cpu_s)
             result.others_client_cpu_s = max(0.0, busy[CLIENT_CPU] - result.client_cpu_s)

@@ -199,7 +199,8 @@ def canon(node: El | Text | Comment) -> object:
         return node.data
     if isinstance(node, Comment):
         return ("#comment", node.data)
-    return (node.tag, tuple(sorted((k, v or "") for k, v in node.attrs.items())), tuple(canon(c) for c in node.children))
+    attrs = tuple(sorted((k, v or "") for k, v in node.attrs.items()))
+    return (node.tag, attrs, tuple(canon(c) for c in node.children))
 
 
 def final_tree(markup: str | bytes) -> El:

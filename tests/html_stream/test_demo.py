@@ -1,14 +1,19 @@
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import re
+from collections.abc import Awaitable, Callable
 
 import pytest
 
-from html_stream import render
+from html_stream import demo, render
 from html_stream.demo import dashboard_page, suspense_page
+from html_stream.markup import Node
 
 from .domsim import canon, final_tree, parse, start_tags
+from .gates import Gate
 
 STRATEGIES = ["stream", "in_order", "buffer"]
 DIGEST = re.compile(rb"[0-9a-f]{8}")
@@ -18,12 +23,36 @@ async def chunks_of(page, **kw) -> list[bytes]:
     return [c async for c in render(page, **kw)]
 
 
-async def test_suspense_page_streams_in_delay_order() -> None:
-    """suspense_page([30, 10, 20]) flushes section-1, section-2, section-0, then ends."""
-    chunks = await chunks_of(suspense_page([30, 10, 20]))
-    order = [re.search(rb'id="section-(\d)"', c).group(1) for c in chunks[1:]]
-    assert order == [b"1", b"2", b"0"]
-    assert b"section-" not in chunks[0].split(b"<body>")[1]
+@pytest.fixture
+def delay_gates(monkeypatch: pytest.MonkeyPatch) -> dict[float, Gate]:
+    """The demo's delayed content waits on one Gate per delay instead of sleeping; the test opens them."""
+    gates: dict[float, Gate] = {}
+
+    def after(delay_s: float, make: Callable[[], Node]) -> Callable[[], Awaitable[Node]]:
+        return gates.setdefault(delay_s, Gate()).content(make)
+
+    monkeypatch.setattr(demo, "_after", after)
+    return gates
+
+
+async def test_suspense_page_streams_in_delay_order(delay_gates: dict[float, Gate]) -> None:
+    """suspense_page([30, 10, 20]) completing in delay order flushes section-1, section-2, section-0, then ends."""
+    async with contextlib.aclosing(render(suspense_page([30, 10, 20]))) as chunks:
+        shell = await anext(chunks)
+        assert b"section-" not in shell.split(b"<body>")[1]
+        assert sorted(delay_gates) == [0.01, 0.02, 0.03]
+        order = []
+        async with asyncio.timeout(5):  # a renderer waiting in document order would hang here
+            for delay in sorted(delay_gates):
+                delay_gates[delay].go.set()
+                chunk = await anext(chunks)
+                found = re.search(rb'id="section-(\d)"', chunk)
+                assert found, chunk
+                order.append(found.group(1))
+        assert order == [b"1", b"2", b"0"]
+        assert chunk.endswith(b"</body></html>")
+        with pytest.raises(StopAsyncIteration):
+            await anext(chunks)
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES)

@@ -38,10 +38,12 @@ def test_markers_match_the_runtime() -> None:
 FAKE_DOM = r"""
 class N {
   constructor(t, d) { this.nodeType = t; this.data = d; this.childNodes = []; this.parentNode = null; }
-  get nextSibling() { const p = this.parentNode; if (!p) return null; return p.childNodes[p.childNodes.indexOf(this) + 1] || null; }
+  get nextSibling() { const p = this.parentNode; if (!p) return null;
+    return p.childNodes[p.childNodes.indexOf(this) + 1] || null; }
   get previousElementSibling() { const p = this.parentNode, c = p.childNodes;
     for (let i = c.indexOf(this) - 1; i >= 0; i--) if (c[i].nodeType == 1) return c[i]; return null; }
-  remove() { const p = this.parentNode; if (p) { p.childNodes.splice(p.childNodes.indexOf(this), 1); this.parentNode = null; } }
+  remove() { const p = this.parentNode;
+    if (p) { p.childNodes.splice(p.childNodes.indexOf(this), 1); this.parentNode = null; } }
   append(...ns) { for (const n of ns) this.insertBefore(n, null); return this; }
   insertBefore(n, ref) {
     const add = n.nodeType == 11 ? n.childNodes.splice(0) : [n];
