@@ -112,9 +112,9 @@ def _config(request: Request) -> Config:
     return config
 
 
-async def _subscribe(request: Request, channels: list[str]) -> ChannelStream:
+async def _subscribe(request: Request, channels: list[str], *, tag_channels: bool) -> ChannelStream:
     try:
-        return await ChannelStream.subscribe(request, _engine(request), channels)
+        return await ChannelStream.subscribe(request, _engine(request), channels, tag_channels=tag_channels)
     except ChannelLimitError as e:
         raise HTTPError(503, str(e), [("Retry-After", "5")]) from None
 
@@ -132,18 +132,19 @@ async def healthz(request: Request) -> PlainTextResponse:
 
 
 async def subscribe(request: Request) -> ChannelStream:
-    return await _subscribe(request, [_channel_name(request.path_params["name"])])
+    return await _subscribe(request, [_channel_name(request.path_params["name"])], tag_channels=False)
 
 
 async def subscribe_many(request: Request) -> ChannelStream:
-    """``GET /events?channel=a&channel=b``: one stream, ids tagged with their channel."""
+    """``GET /events?channel=a&channel=b``: one stream; every id is ``<epoch>-<seq>;<channel>``,
+    however many channels it names, so a page reads the channel the same way always."""
     names = list(dict.fromkeys(request.query.get("channel", [])))
     limit = _config(request).max_channels_per_stream
     if not names:
         raise HTTPError(400, "name at least one channel: /events?channel=a&channel=b")
     if len(names) > limit:
         raise HTTPError(400, f"at most {limit} channels on one stream")
-    return await _subscribe(request, [_channel_name(n) for n in names])
+    return await _subscribe(request, [_channel_name(n) for n in names], tag_channels=True)
 
 
 async def publish(request: Request) -> JSONResponse:
