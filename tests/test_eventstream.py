@@ -431,3 +431,76 @@ async def test_churning_subscribers_get_every_event_once_in_order(start_server: 
     await publishing
     for seen in results:
         assert seen == list(range(total))
+
+
+# -- several channels on one stream ------------------------------------------------------
+
+
+async def test_events_carries_several_channels_tagged_and_resumes_them_all(start_server: StartServer) -> None:
+    """GET /events tags each id with its channel; its last id resumes every channel, then live."""
+    server = await start_server(create_app)
+    client = await SSEClient.connect(server.port, "/events?channel=a&channel=b&channel=a")
+    await eventually(lambda: engine_of(server).subscriber_count("a") == 1 == engine_of(server).subscriber_count("b"))
+    sent = [(await publish(server, ch, f"{ch}{i}", event="note" if ch == "b" else None))["id"]
+            for i, ch in enumerate("abba")]
+    got = await client.take(4)
+    assert [(e.id, e.event, e.data) for e in got] == [
+        (f"{sent[0]};a", "message", "a0"), (f"{sent[1]};b", "note", "b1"),
+        (f"{sent[2]};b", "note", "b2"), (f"{sent[3]};a", "message", "a3"),
+    ]
+    await client.close()
+    missed = [(await publish(server, ch, f"{ch}-missed"))["id"] for ch in "ba"]
+    await publish(server, "c", "not followed")
+    resumed = await SSEClient.connect(server.port, "/events?channel=a&channel=b", headers={"Last-Event-ID": got[1].id})
+    assert resumed.reply.header("sse-reset") is None
+    replay = await resumed.take(4)
+    assert [e.id for e in replay] == [f"{sent[2]};b", f"{sent[3]};a", f"{missed[0]};b", f"{missed[1]};a"]
+    await eventually(lambda: engine_of(server).subscriber_count("b") == 1)
+    live = (await publish(server, "b", "live"))["id"]
+    assert [e.id for e in await resumed.take(1)] == [f"{live};b"]
+    await resumed.close()
+
+
+async def test_events_refuses_too_many_no_or_bad_channel_names(start_server: StartServer) -> None:
+    """More channels than --max-channels-per-stream, none, or a name with a control character: 400."""
+    server = await start_server(create_app, max_channels_per_stream=3)
+    for target in ("/events?channel=a&channel=b&channel=c&channel=d", "/events", "/events?channel=a%0Ab",
+                   "/channels/a%00b/events", "/events?channel="):
+        reply = await exchange("127.0.0.1", server.port, f"GET {target} HTTP/1.1\r\nHost: t\r\n\r\n".encode())
+        assert reply.status == 400, target
+    assert engine_of(server).channel_count == 0  # nothing was made for a refused stream
+    ok = await SSEClient.connect(server.port, "/events?channel=a&channel=b&channel=c")
+    assert ok.reply.status == 200
+    await ok.close()
+
+
+async def test_full_channel_table_refuses_a_new_channel_with_503(start_server: StartServer) -> None:
+    """When every channel has subscribers, a new one is a 503 with Retry-After and nobody is orphaned."""
+    server = await start_server(create_app, max_channels=2)
+    a = await SSEClient.connect(server.port, "/channels/a/events")
+    b = await SSEClient.connect(server.port, "/channels/b/events")
+    await eventually(lambda: engine_of(server).subscriber_count("b") == 1)
+    for raw in (b"GET /channels/c/events HTTP/1.1\r\nHost: t\r\n\r\n",
+                b"POST /channels/c/events HTTP/1.1\r\nHost: t\r\nContent-Length: 1\r\n\r\nx"):
+        reply = await exchange("127.0.0.1", server.port, raw)
+        assert reply.status == 503 and reply.header("retry-after") == "5", raw
+    published = await publish(server, "a", "still served")
+    assert published["subscribers"] == 1 and (await a.take(1))[0].data == "still served"
+    await a.close()
+    await b.close()
+
+
+async def test_forgotten_channel_never_reuses_ids_and_old_ids_get_a_reset(start_server: StartServer) -> None:
+    """A channel the LRU forgot and that is published to again gets new ids; a client with an old id is reset."""
+    server = await start_server(create_app, max_channels=2)
+    old = (await publish(server, "news", "before"))["id"]
+    await publish(server, "x", "1")
+    await publish(server, "y", "2")  # forgets "news"
+    new = (await publish(server, "news", "after"))["id"]
+    assert new != old
+    client = await SSEClient.connect(server.port, "/channels/news/events", headers={"Last-Event-ID": old})
+    assert client.reply.header("sse-reset") == "evicted"
+    reset, after = await client.take(2)
+    assert reset.event == "reset" and json.loads(reset.data)["channel"] == "news"
+    assert (after.id, after.data) == (new, "after")
+    await client.close()
