@@ -86,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _upstream_url(url: str) -> str:
-    from .upstream import Endpoint
+    from .ai.upstream import Endpoint
 
     try:
         Endpoint.parse(url)
@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> None:
         else:
             from .demo import create_app
 
-            app = create_app()
+            app = create_app(config)
     except (ImportError, AttributeError, TypeError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

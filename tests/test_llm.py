@@ -22,18 +22,14 @@ from openai import AsyncOpenAI
 from sse_server.app import App
 from sse_server.demo import create_app
 from sse_server.http11 import ChunkedDecoder
-from sse_server.llm import (
-    MAX_CHAT_BODY_BYTES,
-    MOCK_MODEL,
-    APIError,
-    ChatService,
-    install_llm,
-    parse_chat_request,
-)
-from sse_server.mockmodel import mock_complete, tokenize
+from sse_server.ai import MOCK_MODEL, APIError, ChatService, install_llm, parse_chat_request
+from sse_server.ai.wire import MAX_CHAT_BODY_BYTES
+from sse_server.ai.mockmodel import mock_complete, tokenize
+from sse_server.config import Config
+from tests.conftest import FAST_CONFIG
 from sse_server.server import Server
 from sse_server.sse import Event, EventStreamParser
-from sse_server.upstream import (
+from sse_server.ai.upstream import (
     Endpoint,
     UpstreamError,
     body_framing,
@@ -61,7 +57,8 @@ def serve(start_server: Callable[..., Awaitable[Server]]) -> Serve:
     """``await serve(app=None, **config)``: the demo app (or ``app``) on 127.0.0.1:0, stopped after the test."""
 
     async def start(app: App | None = None, **overrides: Any) -> Server:
-        return await start_server(app or create_app(), **{**LLM_CONFIG, **overrides})
+        cfg = {**LLM_CONFIG, **overrides}
+        return await start_server(app or create_app(Config(**{**FAST_CONFIG, **cfg})), **cfg)
 
     return start
 
@@ -618,7 +615,7 @@ async def test_job_cancel_stops_generation_and_ends_streams(serve: Serve, how: s
 async def test_job_nobody_watches_is_cancelled_then_forgotten(serve: Serve) -> None:
     """A job with no subscriber for the idle limit is cancelled; a finished job is forgotten after retention."""
     app = App()
-    install_llm(app, job_idle_cancel_s=0.2, job_retention_s=0.4, max_jobs=2)
+    install_llm(app, Config(**{**FAST_CONFIG, **LLM_CONFIG, "model_tokens_per_s": 20}), job_idle_cancel_s=0.2, job_retention_s=0.4, max_jobs=2)
     server = await serve(app, model_tokens_per_s=20)
     async with httpx.AsyncClient(base_url=server.url) as http:
         async def start() -> httpx.Response:

@@ -1,7 +1,7 @@
 """The app ``python -m sse_server`` serves by default.
 
 Its routes are the HTTP contract in DESIGN.md: outside checks and benchmarks rely
-on their shape. Pages live in ``pages.py``; the AI chat in ``sse_server.llm``.
+on their shape. Pages live in ``pages.py``; the AI chat in ``sse_server.ai``.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from ..app import (
 from html_stream.demo import dashboard_page, suspense_page
 
 from ..broker import Broker
+from ..config import Config
 from ..eventstream import SSE_HEADERS, EventStream
 from ..html import stream_page
 from ..sse import encode_event
@@ -75,7 +76,8 @@ def _int_param(request: Request, name: str, default: int, lo: int, hi: int) -> i
     return value
 
 
-def create_app() -> App:
+def create_app(config: Config | None = None) -> App:
+    """The demo app; the model routes are built from ``config`` (defaults if None)."""
     app = App()
     broker_box: list[Broker] = []
 
@@ -141,5 +143,5 @@ def create_app() -> App:
     async def live(request: Request) -> HTMLResponse:
         return HTMLResponse(pages.LIVE)
 
-    install_chat(app)  # /v1/chat/completions, /v1/models, /chat, /chat/stream(s)
+    install_chat(app, config or Config())  # /v1/chat/completions, /v1/models, /chat, /chat/stream(s)
     return app

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from sse_server import Config
+from sse_server.ai.mockmodel import mock_complete
 from sse_server.demo import create_app
-from sse_server.mockmodel import mock_complete
 
 # A prompt whose mock answer carries markup-looking text (checked below, so a change
 # to the mock's templates cannot silently drop what this test is about).
@@ -14,6 +15,11 @@ PROMPT = "Tell me about <b>bold</b> streaming pages & <script>alert(1)</script>"
 
 def answer(prompt: str) -> str:
     return mock_complete([{"role": "user", "content": prompt}]).text
+
+
+def chat_server(live_server: Any, **overrides: Any) -> Any:
+    """The demo app on a live server; the model routes and the server share one config."""
+    return live_server(create_app(Config(**overrides)), **overrides)
 
 
 def ask(page: Any, url: str, prompt: str) -> None:
@@ -32,7 +38,7 @@ def test_chat_streams_the_answer_as_text(page: Any, live_server: Any) -> None:
     """The answer streams in token by token and markup in it is shown, never interpreted."""
     expected = answer(PROMPT)
     assert "<" in expected
-    st = live_server(create_app(), model_first_token_ms=20, model_tokens_per_s=200)
+    st = chat_server(live_server, model_first_token_ms=20, model_tokens_per_s=200)
     ask(page, st.url, PROMPT)
     page.wait_for_function("Number(document.querySelector('.msg.assistant').dataset.tokens || 0) > 0")
     partial = assistant_text(page)
@@ -47,8 +53,8 @@ def test_chat_streams_the_answer_as_text(page: Any, live_server: Any) -> None:
 
 def test_chat_stop_button_cancels_on_the_server(page: Any, live_server: Any) -> None:
     """Stop cancels the generation on the server and the page keeps the partial answer."""
-    app = create_app()
-    st = live_server(app, model_first_token_ms=20, model_tokens_per_s=20)
+    st = chat_server(live_server, model_first_token_ms=20, model_tokens_per_s=20)
+    app = st.app
     ask(page, st.url, PROMPT)
     page.wait_for_function("Number(document.querySelector('.msg.assistant').dataset.tokens || 0) >= 3")
     page.click("#stop")
@@ -61,15 +67,15 @@ def test_chat_stop_button_cancels_on_the_server(page: Any, live_server: Any) -> 
 
 def test_chat_resumes_after_the_connection_drops(page: Any, live_server: Any) -> None:
     """A dropped EventSource reconnects with Last-Event-ID: every token once, generation not restarted."""
-    app = create_app()
-    st = live_server(app, model_first_token_ms=20, model_tokens_per_s=60, retry_ms=100)
+    st = chat_server(live_server, model_first_token_ms=20, model_tokens_per_s=60, retry_ms=100)
+    app = st.app
     ask(page, st.url, PROMPT)
     page.wait_for_function("Number(document.querySelector('.msg.assistant').dataset.tokens || 0) >= 5")
     job_id = page.evaluate("document.body.dataset.streamId")
 
     def cut() -> int:
         service = app.state["llm"]
-        subscribers = list(service.broker.channels[f"gen:{job_id}"].subscribers)
+        subscribers = list(service.jobs.broker.channels[f"gen:{job_id}"].subscribers)
         for sub in subscribers:
             sub.sink.abort()  # the network drops under the page
         return len(subscribers)

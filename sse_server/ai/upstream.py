@@ -27,7 +27,7 @@ import ssl
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from .http11 import ChunkedDecoder, ProtocolError
+from ..http11 import ChunkedDecoder, ProtocolError
 
 __all__ = [
     "Endpoint",
@@ -204,9 +204,6 @@ class UpstreamResponse:
         self._idle_s = idle_timeout_s
         self._done = self._framing == "none" or (self._framing == "length" and self._left == 0)
 
-    def header(self, name: str) -> str | None:
-        return _header(self.headers, name.lower())
-
     async def _read_raw(self) -> bytes:
         try:
             async with asyncio.timeout(self._idle_s):
@@ -232,7 +229,8 @@ class UpstreamResponse:
                 try:
                     payload = self._chunks.feed(data)
                 except ProtocolError as e:
-                    raise UpstreamError(f"upstream sent a bad chunked body: {e}", code="upstream_bad_response") from None
+                    raise UpstreamError(f"upstream sent a bad chunked body: {e}",
+                                        code="upstream_bad_response") from None
                 self._done = self._chunks.done
             else:
                 payload = data[: self._left]
