@@ -151,9 +151,11 @@ def body_framing(method: str, status: int, headers: list[tuple[str, str]]) -> tu
     cl = _header(headers, "content-length")
     if cl is not None:
         values = {v.strip() for v in cl.split(",")}
-        if len(values) != 1 or not next(iter(values)).isdigit():
+        value = values.pop()
+        # str.isdigit also holds for "²" and other digits int() refuses: ASCII only.
+        if values or not (value.isascii() and value.isdigit()):
             raise UpstreamError(f"upstream sent a bad Content-Length {cl[:40]!r}", code="upstream_bad_response")
-        return "length", int(values.pop())
+        return "length", int(value)
     return "close", 0
 
 
