@@ -89,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _upstream_url(url: str) -> str:
-    from .upstream import Endpoint
+    from .ai.upstream import Endpoint
 
     try:
         Endpoint.parse(url)

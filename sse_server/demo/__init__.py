@@ -1,7 +1,7 @@
 """The app ``python -m sse_server`` serves by default.
 
 Its routes are the HTTP contract in DESIGN.md: outside checks and benchmarks rely
-on their shape. Pages live in ``pages.py``; the AI chat in ``sse_server.llm``.
+on their shape. Pages live in ``pages.py``; the AI chat in ``sse_server.ai``.
 Handlers are module-level and find the channel engine in ``request.app.state``.
 """
 

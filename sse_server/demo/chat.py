@@ -1,4 +1,4 @@
-"""The chat page (``GET /chat``) and the model routes it talks to (sse_server.llm).
+"""The chat page (``GET /chat``) and the model routes it talks to (sse_server.ai).
 
 The page starts a resumable generation (``POST /chat/streams`` with
 ``Prefer: respond-async``), then follows it with an EventSource on
@@ -11,9 +11,13 @@ answer is shown, never interpreted.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+from ..ai import install_llm
 from ..app import App, HTMLResponse, Request
-from ..config import Config
-from ..llm import install_llm
+
+if TYPE_CHECKING:
+    from ..config import Config
 
 __all__ = ["CHAT_PAGE", "install_chat"]
 
@@ -198,7 +202,7 @@ button { font: inherit; padding: .4rem .9rem; }
 
 
 def install_chat(app: App, config: Config) -> None:
-    """The model API (sse_server.llm, with its default job limits) plus ``GET /chat``."""
+    """The model API (sse_server.ai, with its default job limits) plus ``GET /chat``."""
     install_llm(app, config)
 
     async def chat_page(request: Request) -> HTMLResponse:

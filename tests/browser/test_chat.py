@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from sse_server.ai.mockmodel import mock_complete
 from sse_server.demo import create_app
-from sse_server.mockmodel import mock_complete
 
 # A prompt whose mock answer carries markup-looking text (checked below, so a change
 # to the mock's templates cannot silently drop what this test is about).
@@ -67,7 +67,7 @@ def test_chat_resumes_after_the_connection_drops(page: Any, live_server: Any) ->
 
     def cut() -> int:
         service = st.app.state["llm"]
-        subscribers = list(service.broker.subscribers(f"gen:{job_id}"))
+        subscribers = list(service.jobs.broker.subscribers(f"gen:{job_id}"))
         for sub in subscribers:
             sub.sink.abort()  # the network drops under the page
         return len(subscribers)

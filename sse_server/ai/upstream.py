@@ -27,7 +27,7 @@ import ssl
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from .http11 import ChunkedDecoder, ProtocolError
+from ..http11 import ChunkedDecoder, ProtocolError
 
 __all__ = [
     "Endpoint",
@@ -151,9 +151,11 @@ def body_framing(method: str, status: int, headers: list[tuple[str, str]]) -> tu
     cl = _header(headers, "content-length")
     if cl is not None:
         values = {v.strip() for v in cl.split(",")}
-        if len(values) != 1 or not next(iter(values)).isdigit():
+        value = values.pop()
+        # str.isdigit also holds for "²" and other digits int() refuses: ASCII only.
+        if values or not (value.isascii() and value.isdigit()):
             raise UpstreamError(f"upstream sent a bad Content-Length {cl[:40]!r}", code="upstream_bad_response")
-        return "length", int(values.pop())
+        return "length", int(value)
     return "close", 0
 
 
@@ -204,9 +206,6 @@ class UpstreamResponse:
         self._idle_s = idle_timeout_s
         self._done = self._framing == "none" or (self._framing == "length" and self._left == 0)
 
-    def header(self, name: str) -> str | None:
-        return _header(self.headers, name.lower())
-
     async def _read_raw(self) -> bytes:
         try:
             async with asyncio.timeout(self._idle_s):
@@ -232,7 +231,8 @@ class UpstreamResponse:
                 try:
                     payload = self._chunks.feed(data)
                 except ProtocolError as e:
-                    raise UpstreamError(f"upstream sent a bad chunked body: {e}", code="upstream_bad_response") from None
+                    raise UpstreamError(f"upstream sent a bad chunked body: {e}",
+                                        code="upstream_bad_response") from None
                 self._done = self._chunks.done
             else:
                 payload = data[: self._left]

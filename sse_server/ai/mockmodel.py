@@ -13,7 +13,18 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["MockCompletion", "count_prompt_tokens", "mock_complete", "mock_reply", "tokenize"]
+__all__ = [
+    "MOCK_CREATED",
+    "MOCK_MODEL",
+    "MockCompletion",
+    "count_prompt_tokens",
+    "mock_complete",
+    "mock_reply",
+    "tokenize",
+]
+
+MOCK_MODEL = "sse-mock-1"
+MOCK_CREATED = 1_700_000_000  # the model's fixed "created" date in /v1/models
 
 # BPE-like pieces: a word (split every 6 letters) or number with its leading space,
 # or one other character. Joining the pieces gives the text back exactly.
