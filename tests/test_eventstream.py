@@ -8,6 +8,8 @@ import json
 import random
 from collections.abc import AsyncIterator
 
+import pytest
+
 from sse_server import App, Request, Server
 from sse_server.channels import MemoryEngine
 from sse_server.demo import create_app
@@ -357,6 +359,9 @@ async def test_shutdown_sends_jittered_retry_and_ends_streams(start_server: Star
         await c.close()
     assert all(1000 <= r <= 5000 for r in retries)
     assert len(set(retries)) > 1  # spread out, not one value for everyone
+    assert engine_of(server).subscriber_count("s") == 0 and not server.connections
+    with pytest.raises(OSError):  # stopped: nothing listens any more
+        await asyncio.open_connection(server.host, server.port)
 
 
 async def test_firehose_sends_exactly_n_events(start_server: StartServer) -> None:
@@ -383,7 +388,8 @@ async def test_firehose_rejects_bad_parameters(start_server: StartServer) -> Non
 async def test_publish_rejects_event_name_with_newline(start_server: StartServer) -> None:
     """An event name that would inject a field (CR/LF) is refused with 400 and nothing is stored."""
     server = await start_server(create_app)
-    raw = b"POST /channels/x/events?event=a%0Adata:evil HTTP/1.1\r\nHost: t\r\nContent-Length: 1\r\nConnection: close\r\n\r\nz"
+    raw = (b"POST /channels/x/events?event=a%0Adata:evil HTTP/1.1\r\n"
+           b"Host: t\r\nContent-Length: 1\r\nConnection: close\r\n\r\nz")
     reply = await exchange("127.0.0.1", server.port, raw)
     assert reply.status == 400
     assert engine_of(server).history_after("x", 0).events == []

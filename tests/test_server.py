@@ -570,6 +570,7 @@ async def test_graceful_shutdown(start_server: StartServer) -> None:
         await state["slow_entered"].wait()
         await state["stream_started"].wait()
         stream_head = await read_head(stream_reader)
+        assert stream_head.status == 200 and stream_head.header("transfer-encoding") == "chunked"
 
         started = time.monotonic()
         shutdown = asyncio.ensure_future(server.shutdown())

@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ..app import Sink
-from ..sse.streams import EventStream
 from ..sse import EventStreamError, EventStreamParser, encode_event
+from ..sse.streams import EventStream
 from .mockmodel import MockCompletion
 from .upstream import UpstreamError, UpstreamResponse
 from .wire import (
@@ -356,13 +356,13 @@ class GenerationStream(EventStream):
 
     def _emit(self, wire: bytes) -> None:
         sink = self.sink
-        if sink.is_closing():
-            return  # the connection notices and cancels us
+        if sink is None or sink.is_closing():
+            return  # not started, or the connection notices and cancels us
         sink.write(wire)
         self.last_write = self._loop.time()
         if sink.buffered_bytes() > sink.config.max_subscriber_buffer_bytes:
             # A client this far behind a paced stream is gone in practice; like a slow
-            # broker subscriber it is dropped rather than buffered without bound.
+            # channel subscriber it is dropped rather than buffered without bound.
             sink.abort()
 
     async def on_shutdown(self, sink: Sink) -> None:
@@ -374,9 +374,10 @@ class GenerationStream(EventStream):
             run.cancel()
 
     async def writable(self) -> None:
-        if not self.sink.is_closing():
+        sink = self.sink
+        if sink is not None and not sink.is_closing():
             try:
-                await self.sink.drain()
+                await sink.drain()
             except ConnectionError:
                 pass  # the connection cancels us on its next turn
 

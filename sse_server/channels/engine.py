@@ -200,8 +200,9 @@ class Engine(ABC):
     @abstractmethod
     def channel_count(self) -> int: ...
 
+    @abstractmethod
     async def close(self) -> None:
-        """Release connections and timers (server shutdown); the default holds none."""
+        """Release the engine's connections and timers (server shutdown)."""
 
     # -- what an engine implements for subscribe ------------------------------------
 

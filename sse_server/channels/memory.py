@@ -91,6 +91,9 @@ class MemoryEngine(Engine):
         """Least recently used first."""
         return list(self._channels)
 
+    async def close(self) -> None:
+        """Nothing to release: this engine holds no connections or timers."""
+
     def subscriber_count(self, channel: str) -> int:
         ch = self._channels.get(channel)
         return len(ch.subscribers) if ch is not None else 0

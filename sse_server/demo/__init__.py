@@ -78,19 +78,6 @@ def _int_param(request: Request, name: str, default: int, lo: int, hi: int) -> i
     return value
 
 
-def _int_param(request: Request, name: str, default: int, lo: int, hi: int) -> int:
-    raw = request.query_param(name)
-    if raw is None:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise HTTPError(400, f"{name} must be an integer") from None
-    if not lo <= value <= hi:
-        raise HTTPError(400, f"{name} must be between {lo} and {hi}")
-    return value
-
-
 def _channel_name(name: str) -> str:
     """A client-chosen channel name, or 400: it ends up in ids, which carry no control characters."""
     if not 1 <= len(name) <= _MAX_CHANNEL_NAME_CHARS:

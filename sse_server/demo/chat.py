@@ -43,7 +43,8 @@ button { font: inherit; padding: .4rem .9rem; }
 <p id="status" role="status">idle</p>
 <ol id="log" aria-live="polite"></ol>
 <form id="ask">
-  <textarea id="prompt" name="prompt" placeholder="Ask something (Enter sends, Shift+Enter for a new line)" required></textarea>
+  <textarea id="prompt" name="prompt" required
+            placeholder="Ask something (Enter sends, Shift+Enter for a new line)"></textarea>
   <select id="model" name="model" hidden></select>
   <button id="send" type="submit">Send</button>
   <button id="stop" type="button" disabled>Stop</button>

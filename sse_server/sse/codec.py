@@ -102,7 +102,7 @@ def encode_event(
         head += f"event: {event}\n"
     if retry_ms is not None:
         _check_retry(retry_ms)
-        head += "retry: %d\n" % retry_ms
+        head += f"retry: {retry_ms:d}\n"
     if data is None:
         return (head + "\n").encode()
     if "\n" not in data and "\r" not in data:
