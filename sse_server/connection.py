@@ -550,6 +550,7 @@ class Exchange:
             if tail:
                 self._send(tail)
         if self.chunked:
+            self.body_bytes += len(_LAST_CHUNK)
             self.transport.write(_LAST_CHUNK)
 
     def closed(self, completed: bool) -> None:

@@ -9,7 +9,6 @@ import re
 import socket
 import struct
 import time
-from collections.abc import Callable
 
 import pytest
 
@@ -18,6 +17,7 @@ from sse_server import Server
 from .conftest import StartServer
 from .http_cases import FUZZ_SEEDS, HOSTILE, MiB, get, mutate, req
 from .http_client import close, exchange, read_head, read_reply
+from .waiting import eventually
 
 
 async def connect(server: Server) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
@@ -45,13 +45,6 @@ def reset(writer: asyncio.StreamWriter) -> None:
     """Vanish the way a killed client does: an RST, not an orderly FIN."""
     writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     writer.transport.abort()
-
-
-async def wait_until(predicate: Callable[[], bool], timeout_s: float = 5.0) -> None:
-    """Yield to the loop until predicate() holds (server-side bookkeeping catching up)."""
-    async with asyncio.timeout(timeout_s):
-        while not predicate():
-            await asyncio.sleep(0.005)
 
 
 # -- plain requests ----------------------------------------------------------------------
@@ -403,7 +396,7 @@ async def test_keep_alive_idle_timeout_closes_quietly(start_server: StartServer)
         assert 0.2 < time.monotonic() - started < 2.0
     finally:
         await close(writer)
-    await wait_until(lambda: not server.connections)
+    await eventually(lambda: not server.connections)
 
 
 async def test_idle_connection_never_used_closes_quietly(start_server: StartServer) -> None:
@@ -436,7 +429,7 @@ async def test_connection_cap_answers_503_with_retry_after(start_server: StartSe
             await close(writer)
 
             await close(conns.pop()[1])
-            await wait_until(lambda: len(server.connections) < 5)
+            await eventually(lambda: len(server.connections) < 5)
             await healthz_ok(server)
     finally:
         for _, w in conns:
@@ -504,7 +497,7 @@ async def test_client_leaving_mid_stream_cancels_the_producer(server: Server, ho
             writer.transport.abort()  # nothing unread: the kernel sends a FIN
         await state["producer_cancelled"].wait()
         await state["producer_finally"].wait()
-        await wait_until(lambda: not server.connections and not server.streams)
+        await eventually(lambda: not server.connections and not server.streams)
     await healthz_ok(server)
 
 
@@ -517,7 +510,7 @@ async def test_client_reset_mid_handler_cancels_it(server: Server) -> None:
         await state["slow_entered"].wait()
         reset(writer)
         await state["slow_cancelled"].wait()
-        await wait_until(lambda: not server.connections)
+        await eventually(lambda: not server.connections)
     await healthz_ok(server)
 
 
@@ -641,7 +634,7 @@ async def test_500_slow_drip_clients_do_not_delay_healthz(start_server: StartSer
         conns = await asyncio.gather(*(connect(server) for _ in range(500)))
         drips = [asyncio.ensure_future(drip(w)) for _, w in conns]
         try:
-            await wait_until(lambda: len(server.connections) >= 500)
+            await eventually(lambda: len(server.connections) >= 500)
             worst = 0.0
             for _ in range(8):
                 await asyncio.sleep(0.15)  # let a round of drips land between checks

@@ -16,10 +16,10 @@ from sse_server.demo import create_app
 from sse_server.sse import Event
 from sse_server.sse.streams import EventStream
 
-from .conftest import StartServer
-from .http_client import exchange
-from .sse_client import SSEClient
-from .waiting import eventually
+from ..conftest import StartServer
+from ..http_client import exchange
+from ..sse_client import SSEClient
+from ..waiting import eventually
 
 
 def engine_of(server: Server) -> MemoryEngine:
