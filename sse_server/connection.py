@@ -31,10 +31,10 @@ import asyncio
 import logging
 import socket
 import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Sized
+from typing import TYPE_CHECKING, Protocol
 
-from .app import Headers, Outcome, Request, Response, StreamFilter, StreamingResponse
+from .app import AnyResponse, App, Headers, Outcome, Request, Response, StreamFilter, StreamingResponse
 from .http11 import (
     END_OF_MESSAGE,
     NEED_DATA,
@@ -50,9 +50,8 @@ from .http11 import (
 if TYPE_CHECKING:
     from .channels import EncodedEvent
     from .config import Config
-    from .server import Server
 
-__all__ = ["ClientGone", "Connection", "Exchange", "error_response_bytes"]
+__all__ = ["ClientGone", "Connection", "Exchange", "Host", "error_response_bytes"]
 
 log = logging.getLogger("sse_server")
 
@@ -104,6 +103,29 @@ def _configure_socket(sock: socket.socket | None) -> None:
         pass
 
 
+class Host(Protocol):
+    """What a connection needs of the server that accepted it (server.Server is one)."""
+
+    @property
+    def config(self) -> Config: ...
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop: ...
+    @property
+    def app(self) -> App: ...
+    @property
+    def connections(self) -> Sized: ...
+    @property
+    def shutting_down(self) -> bool: ...
+
+    async def handle(self, request: Request) -> AnyResponse: ...
+    def track(self, conn: Connection) -> None: ...
+    def untrack(self, conn: Connection) -> None: ...
+    def await_deadline(self, conn: Connection) -> None: ...
+    def clear_deadline(self, conn: Connection) -> None: ...
+    def stream_started(self, exchange: Exchange) -> None: ...
+    def stream_ended(self, exchange: Exchange) -> None: ...
+
+
 class Connection(asyncio.Protocol):
     __slots__ = (
         "server", "transport", "parser", "client", "deadline", "task", "stream",
@@ -111,7 +133,7 @@ class Connection(asyncio.Protocol):
         "_eof", "_lost", "_closing", "_head_started", "_answered",
     )
 
-    def __init__(self, server: Server) -> None:
+    def __init__(self, server: Host) -> None:
         self.server = server
         cfg = server.config
         self.parser = RequestParser(
