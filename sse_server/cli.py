@@ -66,6 +66,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="reconnection delay hint sent to clients")
     s.add_argument("--history-size", type=int, default=_DEFAULTS.history_size,
                    help="events kept per channel for Last-Event-ID resume")
+    s.add_argument("--history-bytes", type=int, default=_DEFAULTS.history_bytes,
+                   help="bytes of history kept per channel (an event costs twice its encoded size)")
+    s.add_argument("--history-total-bytes", type=int, default=_DEFAULTS.history_total_bytes,
+                   help="bytes of history across all channels; least recently used channels lose events first")
+    s.add_argument("--max-event-bytes", type=int, default=_DEFAULTS.max_event_bytes,
+                   help="largest event after encoding; a bigger publish gets 413")
     s.add_argument("--max-channels", type=int, default=_DEFAULTS.max_channels,
                    help="channels kept; past this the least recently used idle one is forgotten")
     s.add_argument("--max-channels-per-stream", type=int, default=_DEFAULTS.max_channels_per_stream,

@@ -39,6 +39,14 @@ class Config:
     heartbeat_s: float = 15.0  # comment line after this much idle time; proxies drop silent streams
     retry_ms: int = 3_000  # reconnection hint sent at the start of each stream
     history_size: int = 1_000  # events kept per channel for Last-Event-ID resume
+    # Bytes of history (an event costs twice its encoded size plus ~200 B: the framed
+    # copy a connection caches on it). Publishers choose event sizes and channel
+    # names; these bound what they can make the server hold.
+    history_bytes: int = 8 * 1024 * 1024  # per channel
+    history_total_bytes: int = 128 * 1024 * 1024  # all channels; the least recently used lose events first
+    # One encoded event (a data line per line of the body: 1 MB of newlines is 6 MB
+    # encoded). Bounds one publish and one delivery; 413 beyond.
+    max_event_bytes: int = 1024 * 1024
     max_channels: int = 10_000  # clients name channels; idle ones past this are forgotten (LRU)
     # One stream of several channels costs a set entry per channel per publish; this
     # bounds what one connection can make each publish do (400 beyond).

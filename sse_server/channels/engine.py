@@ -42,6 +42,7 @@ __all__ = [
     "ChannelLimitError",
     "EncodedEvent",
     "Engine",
+    "EventTooLargeError",
     "History",
     "Published",
     "Reset",
@@ -158,6 +159,15 @@ class History:
         if from_start:
             return self.evicted_upto > 0  # "everything this channel held": only its own losses count
         return seq < max(self.evicted_upto, self.horizon)
+
+
+class EventTooLargeError(ValueError):
+    """An event over the engine's maximum encoded size; nothing was stored."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(f"the event is {size} bytes encoded; the limit is {limit}")
+        self.size = size
+        self.limit = limit
 
 
 class ChannelLimitError(Exception):

@@ -6,6 +6,13 @@ wake-up. A subscriber that reports itself over its budget is dropped on the spot
 (it resumes from history with Last-Event-ID), so it never slows the loop down for
 the others.
 
+History is bounded three ways, since clients choose both event sizes and channel
+names: events per channel, bytes per channel, and bytes across all channels (past
+that, events go from the least recently used channels first). An event is stored
+once; its cost counts the encoded bytes twice, for the framed copy a connection
+caches on it. An event over ``max_event_bytes`` encoded is refused before anything
+changes.
+
 Channels are made by whoever names one. Idle ones beyond ``max_channels`` are
 forgotten, least recently used first; the sequence at which that last happened is
 remembered, so a client holding an older id of a channel made again gets a reset
@@ -23,17 +30,36 @@ import concurrent.futures
 from collections import OrderedDict, deque
 
 from ..sse import encode_event
-from .engine import ChannelLimitError, EncodedEvent, Engine, History, Published, Subscriber, Subscription, new_epoch
+from .engine import (
+    ChannelLimitError,
+    EncodedEvent,
+    Engine,
+    EventTooLargeError,
+    History,
+    Published,
+    Subscriber,
+    Subscription,
+    new_epoch,
+)
 
 __all__ = ["MemoryEngine"]
 
 
-class _Channel:
-    __slots__ = ("name", "history", "subscribers", "joining", "evicted_upto", "horizon", "closed")
+_EVENT_OVERHEAD_BYTES = 200  # the EncodedEvent, its id string and its place in a deque
 
-    def __init__(self, name: str, history_size: int, horizon: int) -> None:
+
+def event_cost(event: EncodedEvent) -> int:
+    """What holding ``event`` in history costs: its bytes, the framed copy, the object."""
+    return 2 * len(event.raw) + _EVENT_OVERHEAD_BYTES
+
+
+class _Channel:
+    __slots__ = ("name", "history", "history_bytes", "subscribers", "joining", "evicted_upto", "horizon", "closed")
+
+    def __init__(self, name: str, horizon: int) -> None:
         self.name = name
-        self.history: deque[EncodedEvent] = deque(maxlen=history_size)
+        self.history: deque[EncodedEvent] = deque()
+        self.history_bytes = 0
         self.subscribers: dict[Subscriber, None] = {}  # insertion-ordered set
         self.joining: list[Subscription] = []  # reading history; live events are buffered for them
         self.evicted_upto = 0
@@ -48,13 +74,25 @@ class _Channel:
 class MemoryEngine(Engine):
     """Channels in this process: history per channel, fan-out by buffer writes."""
 
-    def __init__(self, history_size: int = 1_000, max_channels: int = 10_000) -> None:
-        if history_size < 1 or max_channels < 1:
-            raise ValueError("history_size and max_channels must be at least 1")
+    def __init__(
+        self,
+        history_size: int = 1_000,
+        max_channels: int = 10_000,
+        *,
+        history_bytes: int = 8 * 1024 * 1024,
+        history_total_bytes: int = 128 * 1024 * 1024,
+        max_event_bytes: int = 1024 * 1024,
+    ) -> None:
+        if min(history_size, max_channels, history_bytes, history_total_bytes, max_event_bytes) < 1:
+            raise ValueError("every history and channel limit must be at least 1")
         self.history_size = history_size
         self.max_channels = max_channels  # bounds what random channel names can make us hold
+        self.history_bytes = history_bytes  # per channel, by event_cost
+        self.history_total_bytes = history_total_bytes  # across channels: what publishers can make us hold
+        self.max_event_bytes = max_event_bytes  # encoded; bounds one publish and one delivery
         self.epoch = new_epoch()
         self.dropped = 0  # subscribers disconnected for being over their budget
+        self.stored_bytes = 0  # history of every channel, by event_cost
         self._channels: OrderedDict[str, _Channel] = OrderedDict()
         self._seq = 0
         self._horizon = 0  # the sequence when a channel was last forgotten
@@ -68,7 +106,7 @@ class MemoryEngine(Engine):
             return ch
         if len(self._channels) >= self.max_channels and not self._forget_idle_channel():
             raise ChannelLimitError(self.max_channels)
-        ch = self._channels[name] = _Channel(name, self.history_size, self._horizon)
+        ch = self._channels[name] = _Channel(name, self._horizon)
         return ch
 
     def _forget_idle_channel(self) -> bool:
@@ -79,7 +117,8 @@ class MemoryEngine(Engine):
         return False
 
     def _forget(self, name: str) -> None:
-        del self._channels[name]
+        ch = self._channels.pop(name)
+        self.stored_bytes -= ch.history_bytes
         self._horizon = self._seq
 
     @property
@@ -137,13 +176,12 @@ class MemoryEngine(Engine):
         seq = self._seq + 1
         event_id = f"{self.epoch}-{seq}"
         raw = encode_event(data, event=event, id=event_id)  # may raise ValueError: nothing changed yet
+        if len(raw) > self.max_event_bytes:
+            raise EventTooLargeError(len(raw), self.max_event_bytes)
         ch = self._channel(channel)  # may raise ChannelLimitError: nothing changed yet
         self._seq = seq
         encoded = EncodedEvent(channel, seq, event_id, raw)
-        history = ch.history
-        if len(history) == history.maxlen:
-            ch.evicted_upto = history[0].seq
-        history.append(encoded)
+        self._store(ch, encoded)
         if ch.subscribers:
             self._fan_out(ch, encoded)
         for joining in ch.joining:
@@ -155,6 +193,27 @@ class MemoryEngine(Engine):
     ) -> concurrent.futures.Future[Published]:
         """Publish from another thread; ``.result()`` on the returned future waits for it."""
         return asyncio.run_coroutine_threadsafe(self.publish(channel, data, event), loop)
+
+    def _store(self, ch: _Channel, event: EncodedEvent) -> None:
+        cost = event_cost(event)
+        ch.history.append(event)
+        ch.history_bytes += cost
+        self.stored_bytes += cost
+        while len(ch.history) > self.history_size or ch.history_bytes > self.history_bytes:
+            self._evict_oldest(ch)
+        if self.stored_bytes > self.history_total_bytes:
+            for other in self._channels.values():  # least recently used first
+                while other.history and self.stored_bytes > self.history_total_bytes:
+                    self._evict_oldest(other)
+                if self.stored_bytes <= self.history_total_bytes:
+                    break
+
+    def _evict_oldest(self, ch: _Channel) -> None:
+        gone = ch.history.popleft()
+        cost = event_cost(gone)
+        ch.history_bytes -= cost
+        self.stored_bytes -= cost
+        ch.evicted_upto = gone.seq
 
     def _fan_out(self, ch: _Channel, event: EncodedEvent) -> None:
         over = [sub for sub in ch.subscribers if not sub.deliver(event)]

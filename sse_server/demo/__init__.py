@@ -20,7 +20,7 @@ from ..app import (
     Sink,
     StreamingResponse,
 )
-from ..channels import ChannelLimitError, Engine, MemoryEngine
+from ..channels import ChannelLimitError, Engine, EventTooLargeError, MemoryEngine
 from ..config import Config
 from ..html import stream_page
 from ..sse import encode_event
@@ -141,6 +141,8 @@ async def publish(request: Request) -> JSONResponse:
         result = await _engine(request).publish(name, await request.text(), event=event)
     except ChannelLimitError as e:
         raise HTTPError(503, str(e), [("Retry-After", "5")]) from None
+    except EventTooLargeError as e:
+        raise HTTPError(413, str(e)) from None
     except ValueError as e:  # an event name with CR/LF, or text that cannot be encoded
         raise HTTPError(400, str(e)) from None
     return JSONResponse({"id": result.id, "subscribers": result.subscribers}, status=202)
@@ -176,7 +178,10 @@ def create_app(config: Config | None = None, engine: Engine | None = None) -> Ap
     config = config or Config()
     app = App()
     app.state["config"] = config
-    app.state["engine"] = engine or MemoryEngine(config.history_size, config.max_channels)
+    app.state["engine"] = engine or MemoryEngine(
+        config.history_size, config.max_channels, history_bytes=config.history_bytes,
+        history_total_bytes=config.history_total_bytes, max_event_bytes=config.max_event_bytes,
+    )
     app.add_route("/", index)
     app.add_route("/favicon.ico", favicon)
     app.add_route("/healthz", healthz)

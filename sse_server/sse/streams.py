@@ -28,6 +28,7 @@ import asyncio
 import json
 import random
 import weakref
+from collections import deque
 from collections.abc import AsyncIterable, Iterable, Sequence
 from typing import Any
 
@@ -164,7 +165,7 @@ class ChannelStream(SSEStream):
 
     __slots__ = (
         "engine", "subscription", "tag_channels", "budget_bytes", "_pending", "_pending_bytes",
-        "_ended", "_dropped", "_loop", "_heartbeats", "_budget",
+        "_live", "_ended", "_dropped", "_loop", "_heartbeats", "_budget",
     )
 
     def __init__(
@@ -174,19 +175,23 @@ class ChannelStream(SSEStream):
         tag_channels: bool,
         heartbeat_s: float | None = None,
         retry_ms: int | None = None,
+        budget_bytes: int | None = None,
     ) -> None:
         super().__init__(heartbeat_s=heartbeat_s, retry_ms=retry_ms)
         self.engine = engine
         self.subscription: Subscription | None = None
         self.tag_channels = tag_channels
-        self.budget_bytes: int | None = None  # unsent bytes before it is dropped; None: the server's
-        self._pending: list[EncodedEvent] = []  # live events that arrived before the head went out
+        self.budget_bytes = budget_bytes  # unsent bytes before it is dropped; None: the server's
+        # Live events that arrive before the stream has caught up (the head not out yet,
+        # or the replay still draining): written in order after it, within the budget.
+        self._pending: deque[EncodedEvent] = deque()
         self._pending_bytes = 0
+        self._live = False
         self._ended = False
         self._dropped = False
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop = asyncio.get_running_loop()
         self._heartbeats: Heartbeats | None = None
-        self._budget = 0
+        self._budget = budget_bytes if budget_bytes is not None else _PENDING_BUDGET_BYTES
 
     @classmethod
     async def subscribe(
@@ -209,31 +214,41 @@ class ChannelStream(SSEStream):
             tag_channels=len(channels) > 1 if tag_channels is None else tag_channels,
             heartbeat_s=heartbeat_s,
             retry_ms=retry_ms,
+            budget_bytes=budget_bytes,
         )
-        stream.budget_bytes = budget_bytes
         sub = await engine.subscribe(channels, stream, last_event_id_of(request), from_start=from_start)
         stream.subscription = sub
         if sub.resets:
             stream.headers.append(("SSE-Reset", sub.resets[0].reason))
         return stream
 
+    @property
+    def ended(self) -> bool:
+        """Every channel has ended and there is nothing to replay: a client that
+        reconnects is done (answer 204, which stops EventSource reconnecting)."""
+        sub = self.subscription
+        return sub is not None and sub.closed and not sub.replay and not self._pending
+
     # -- the engine's side -----------------------------------------------------------
 
     def deliver(self, event: EncodedEvent) -> bool:
-        sink = self.sink
-        if sink is None:  # subscribed, head not out yet: hold it, within the same budget
+        if not self._live:  # still catching up: queue it behind the replay, within the budget
             self._pending.append(event)
             self._pending_bytes += len(event.raw)
-            if self._pending_bytes > (self.budget_bytes or _PENDING_BUDGET_BYTES):
+            if self._pending_bytes > self._budget:
                 self._dropped = True
                 return False
             return True
+        sink = self.sink
+        assert sink is not None
         if sink.is_closing():
             return True  # the connection is ending; its close hook unsubscribes us
         sink.deliver(_tagged(event) if self.tag_channels else event)
-        self.last_write = self._loop.time()  # type: ignore[union-attr]
-        if sink.buffered_bytes() > self._budget:
+        self.last_write = self._loop.time()
+        if sink.buffered_bytes() - len(event.raw) > self._budget:
             # Too far behind to catch up live: drop it now; it resumes from history.
+            # The event just written does not count, so one as large as the budget
+            # never costs a subscriber that is keeping up its connection.
             sink.abort()
             return False
         return True
@@ -241,7 +256,7 @@ class ChannelStream(SSEStream):
     def end(self) -> None:
         """The channel had its last event: finish after what was written."""
         self._ended = True
-        if self.sink is not None:
+        if self._live and self.sink is not None:
             self.sink.finish()
 
     # -- the connection's side ----------------------------------------------------------
@@ -249,31 +264,43 @@ class ChannelStream(SSEStream):
     async def stream(self, sink: Sink) -> None:
         sub = self.subscription
         assert sub is not None, "build a ChannelStream with ChannelStream.subscribe"
-        if self._dropped:
-            self.engine.unsubscribe(sub)
-            sink.abort()
-            return
-        self._loop = asyncio.get_running_loop()
-        given = self.budget_bytes
-        self._budget = sink.config.max_subscriber_buffer_bytes if given is None else given
+        if self.budget_bytes is None:
+            self._budget = sink.config.max_subscriber_buffer_bytes
         self._heartbeats = self._open(sink)
-        for reset in sub.resets:
-            payload = {"channel": reset.channel, "reason": reset.reason,
-                       "last_event_id": reset.last_event_id, "oldest_id": reset.oldest_id}
-            sink.write(encode_event(json.dumps(payload), event="reset"))
-        tag = self.tag_channels
-        for event in sub.replay:
-            sink.deliver(_tagged(event) if tag else event)
-        for event in self._pending:
-            sink.deliver(_tagged(event) if tag else event)
-        sub.replay = []
-        self._pending = []
+        try:
+            await self._catch_up(sink, sub)
+        except BaseException:
+            self._leave()  # the client left (or the server stops) while catching up
+            raise
         if sub.closed or self._ended:
             self._leave()
             return  # every channel has ended: the history was all there is
         # Live from here with no task of its own: the engine delivers into the sink,
         # and the connection calls _leave when the client goes.
         sink.detach(self._leave)
+
+    async def _catch_up(self, sink: Sink, sub: Subscription) -> None:
+        """Write the resets, the replay, then what arrived meanwhile, as the socket drains:
+        a resuming client that does not read pins its socket buffers, not its backlog."""
+        for reset in sub.resets:
+            payload = {"channel": reset.channel, "reason": reset.reason,
+                       "last_event_id": reset.last_event_id, "oldest_id": reset.oldest_id}
+            sink.write(encode_event(json.dumps(payload), event="reset"))
+        tag = self.tag_channels
+        replay, sub.replay = sub.replay, []
+        for event in replay:
+            sink.deliver(_tagged(event) if tag else event)
+            await sink.drain()
+        pending = self._pending
+        while pending:
+            if self._dropped:
+                raise ConnectionAbortedError("fell behind its budget while catching up")
+            event = pending.popleft()
+            self._pending_bytes -= len(event.raw)
+            sink.deliver(_tagged(event) if tag else event)
+            await sink.drain()
+        self.last_write = self._loop.time()
+        self._live = True  # no await since the queue was seen empty: nothing is skipped
 
     def _leave(self) -> None:
         if self.subscription is not None:

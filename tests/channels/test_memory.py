@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from sse_server.channels import ChannelLimitError, EncodedEvent, MemoryEngine, parse_event_id
+from sse_server.channels import ChannelLimitError, EncodedEvent, EventTooLargeError, MemoryEngine, parse_event_id
 from sse_server.sse import parse_events
 
 
@@ -232,3 +232,35 @@ async def test_publish_threadsafe_from_worker_threads() -> None:
     assert len(got) == 200 and len(results) == 200
     for n in range(4):
         assert [g for g in got if g.startswith(f"{n}:")] == [f"{n}:{i}" for i in range(50)]
+
+
+async def test_history_is_bounded_by_bytes_per_channel_and_in_total() -> None:
+    """Bytes bound history as well as count: per channel, then across channels, least recently used first."""
+    event_bytes = len(b"id: x-1\ndata: \n\n") + 1000
+    cost = 2 * event_bytes + 200  # what the engine charges: the bytes, the framed copy, the object
+    engine = MemoryEngine(history_bytes=10 * cost, history_total_bytes=25 * cost)
+    for i in range(30):
+        await engine.publish("a", "x" * 1000)
+    assert len(engine.history_after("a", 0).events) <= 10
+    assert engine.history_after("a", 0).evicted_upto > 0
+    for i in range(30):
+        await engine.publish("b" if i % 2 else "c", "x" * 1000)
+    assert engine.stored_bytes <= 25 * cost
+    held = {ch: len(engine.history_after(ch, 0).events) for ch in "abc"}
+    assert held["a"] < held["b"] and held["a"] < held["c"]  # "a", least recently used, gave up first
+    engine.remove_channel("b")
+    engine.remove_channel("c")
+    engine.remove_channel("a")
+    assert engine.stored_bytes == 0
+
+
+async def test_an_event_over_the_encoded_limit_is_refused_and_changes_nothing() -> None:
+    """The limit is on encoded bytes: a body of newlines grows sixfold, and is refused whole."""
+    engine = MemoryEngine(max_event_bytes=1000)
+    rec = Recorder()
+    await engine.subscribe(["c"], rec)
+    with pytest.raises(EventTooLargeError) as caught:
+        await engine.publish("c", "\n" * 200)  # 200 bytes of text, 1,200+ encoded
+    assert caught.value.size > 1000 and rec.events == []
+    assert engine.history_after("c", 0).events == [] and engine.stored_bytes == 0
+    assert seq((await engine.publish("c", "x" * 900)).id) == 1  # the refused one took no id

@@ -201,7 +201,8 @@ async def test_publish_replay_race_has_no_gap_or_duplicate(start_server: StartSe
 
 async def test_frozen_reader_is_dropped_and_others_unaffected(start_server: StartServer) -> None:
     """A subscriber that stops reading is cut off at its budget; the others get everything, and it resumes."""
-    server = await start_server(create_app, max_subscriber_buffer_bytes=64 * 1024)
+    # History holds all 300 events (the default per-channel bytes would keep ~250 of them).
+    server = await start_server(create_app, max_subscriber_buffer_bytes=64 * 1024, history_bytes=32 * 1024 * 1024)
     frozen = await SSEClient.connect(server.port, "/channels/f/events", rcvbuf=4096)
     readers = [await SSEClient.connect(server.port, "/channels/f/events") for _ in range(5)]
     await eventually(lambda: engine_of(server).subscriber_count("f") == 6)
@@ -510,3 +511,56 @@ async def test_forgotten_channel_never_reuses_ids_and_old_ids_get_a_reset(start_
     assert reset.event == "reset" and json.loads(reset.data)["channel"] == "news"
     assert (after.id, after.data) == (new, "after")
     await client.close()
+
+
+# -- bounded under attack ----------------------------------------------------------------
+
+
+async def test_an_event_too_large_once_encoded_is_413_and_nobody_is_cut(start_server: StartServer) -> None:
+    """A legal 1 MB body of newlines (6 MB encoded) is refused with 413 before anything changes."""
+    server = await start_server(create_app, max_body_bytes=2 * 1024 * 1024)
+    client = await SSEClient.connect(server.port, "/channels/big/events")
+    await eventually(lambda: engine_of(server).subscriber_count("big") == 1)
+    body = b"\n" * 1_000_000
+    raw = (b"POST /channels/big/events HTTP/1.1\r\nHost: t\r\nConnection: close\r\n"
+           b"Content-Length: %d\r\n\r\n" % len(body)) + body
+    reply = await exchange("127.0.0.1", server.port, raw)
+    assert reply.status == 413 and b"limit" in reply.body
+    assert engine_of(server).history_after("big", 0).events == []
+    assert engine_of(server).subscriber_count("big") == 1
+    await publish(server, "big", "small")
+    assert [e.data for e in await client.take(1)] == ["small"]
+    await client.close()
+
+
+async def test_an_event_as_large_as_the_budget_keeps_a_reading_subscriber(start_server: StartServer) -> None:
+    """An accepted event never disconnects a subscriber that is keeping up, however large."""
+    server = await start_server(create_app, max_subscriber_buffer_bytes=256 * 1024, max_event_bytes=1024 * 1024,
+                                max_body_bytes=2 * 1024 * 1024)
+    client = await SSEClient.connect(server.port, "/channels/wide/events")
+    await eventually(lambda: engine_of(server).subscriber_count("wide") == 1)
+    await publish(server, "wide", "y" * 900_000)
+    (event,) = await client.take(1)
+    assert len(event.data) == 900_000 and engine_of(server).dropped == 0
+    await client.close()
+
+
+async def test_a_resuming_client_that_never_reads_pins_its_socket_not_its_backlog(start_server: StartServer) -> None:
+    """Replay goes out as the socket drains: a stalled resumer holds little, others stay prompt,
+    and once it reads it gets the whole backlog exactly once."""
+    server = await start_server(create_app, history_bytes=64 * 1024 * 1024)
+    ids = [(await publish(server, "deep", f"{i}:" + "z" * 4000))["id"] for i in range(500)]  # ~2 MB
+    stalled = await SSEClient.connect(server.port, "/channels/deep/events", headers={"Last-Event-ID": f"{ids[0]}"},
+                                      rcvbuf=4096)
+    await eventually(lambda: any(not ex.transport.is_closing() and ex.buffered_bytes() > 0
+                                 for ex in server.streams))
+    (exchange_,) = server.streams
+    assert exchange_.buffered_bytes() <= 64 * 1024 + 8 * 1024  # one high-water mark and one event
+    async with asyncio.timeout(2):
+        assert (await exchange("127.0.0.1", server.port, b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")).status == 200
+    await publish(server, "deep", "499+1")  # arrives while it catches up: queued behind the replay
+    got = await stalled.take(500)
+    assert [e.id for e in got] == ids[1:] + [got[-1].id] and got[-1].data == "499+1"
+    await publish(server, "deep", "live")
+    assert [e.data for e in await stalled.take(1)] == ["live"]
+    await stalled.close()
