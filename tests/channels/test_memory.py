@@ -239,7 +239,7 @@ async def test_history_is_bounded_by_bytes_per_channel_and_in_total() -> None:
     event_bytes = len(b"id: x-1\ndata: \n\n") + 1000
     cost = 2 * event_bytes + 200  # what the engine charges: the bytes, the framed copy, the object
     engine = MemoryEngine(history_bytes=10 * cost, history_total_bytes=25 * cost)
-    for i in range(30):
+    for _ in range(30):
         await engine.publish("a", "x" * 1000)
     assert len(engine.history_after("a", 0).events) <= 10
     assert engine.history_after("a", 0).evicted_upto > 0
