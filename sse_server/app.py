@@ -297,6 +297,11 @@ class StreamingResponse:
 
     __slots__ = ("status", "body", "headers", "filters")
     media_type = "text/plain; charset=utf-8"
+    # Whether this stream tells its client in-band when the server cuts it (shutdown,
+    # a producer error): a channel stream's last jittered ``retry:``, a generation's
+    # error event. Such a stream ends with a clean last chunk. Any other stream is
+    # aborted instead, so the client sees a truncated body, not a complete one.
+    cut_in_band = False
 
     def __init__(
         self,

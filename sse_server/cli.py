@@ -55,6 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
                    dest="keepalive_timeout_s", help="seconds an idle keep-alive connection is kept")
     g.add_argument("--body-timeout", type=float, default=_DEFAULTS.body_timeout_s, dest="body_timeout_s",
                    help="seconds a declared request body has to arrive (408 beyond)")
+    g.add_argument("--write-timeout", type=float, default=_DEFAULTS.write_timeout_s, dest="write_timeout_s",
+                   help="seconds a client may take no bytes before it is dropped (streams included)")
     g.add_argument("--shutdown-timeout", type=float, default=_DEFAULTS.shutdown_timeout_s,
                    dest="shutdown_timeout_s", help="seconds in-flight responses get on shutdown")
     g.add_argument("--backlog", type=int, default=_DEFAULTS.backlog,

@@ -29,6 +29,9 @@ class Config:
     keepalive_timeout_s: float = 15.0  # idle time between requests on one connection
     body_timeout_s: float = 30.0  # a declared body must arrive within this
     shutdown_timeout_s: float = 10.0  # in-flight plain responses get this long
+    # A client whose socket takes no bytes for this long is dropped (streams included):
+    # without it a reader that stops holds its buffers, its descriptor and its producer.
+    write_timeout_s: float = 30.0
 
     # Concurrency. Each connection is one file descriptor and a few KiB; past the
     # cap we answer 503 rather than let the process hit its descriptor limit.

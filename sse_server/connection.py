@@ -57,6 +57,8 @@ log = logging.getLogger("sse_server")
 
 _MAX_DISCARD_BYTES = 64 * 1024  # unread request body we skip to keep a connection; more -> close
 _READ_HIGH_WATER = 256 * 1024  # buffered request bytes before we stop reading the socket
+_DRAINS_PER_YIELD = 16  # a producer that never fills the socket still lets others run this often
+_PIPELINED_PER_YIELD = 8  # requests served back to back before other connections get a turn
 _LAST_CHUNK = encode_chunk(b"")
 _TCP_KEEPALIVE = (  # half-open peers of long streams are found in about two minutes
     (getattr(socket, "TCP_KEEPIDLE", None), 60),
@@ -130,7 +132,7 @@ class Connection(asyncio.Protocol):
     __slots__ = (
         "server", "transport", "parser", "client", "deadline", "task", "stream",
         "_head", "_keep_alive", "_body_unread", "_waiter", "_drain_waiter", "_paused_writing",
-        "_eof", "_lost", "_closing", "_head_started", "_answered",
+        "_eof", "_lost", "_closing", "_head_started", "_answered", "_unyielded",
     )
 
     def __init__(self, server: Host) -> None:
@@ -155,6 +157,7 @@ class Connection(asyncio.Protocol):
         self._closing = False
         self._head_started = False
         self._answered = False  # the current request's response head has been written
+        self._unyielded = 0  # drains since this connection last let the loop run others
 
     @property
     def closing(self) -> bool:
@@ -220,10 +223,16 @@ class Connection(asyncio.Protocol):
             self.task.cancel()  # the client left: stop the handler or producer
 
     def pause_writing(self) -> None:
+        # The client has stopped taking bytes: it has write_timeout_s to take some
+        # again, or it is dropped like a subscriber over its budget.
         self._paused_writing = True
+        self.deadline = self.server.loop.time() + self.server.config.write_timeout_s
+        self.server.await_deadline(self)
 
     def resume_writing(self) -> None:
         self._paused_writing = False
+        self.server.clear_deadline(self)
+        self.deadline = 0.0
         waiter = self._drain_waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
@@ -260,7 +269,11 @@ class Connection(asyncio.Protocol):
     def on_deadline(self) -> None:
         """Called by the server's sweeper once ``deadline`` has passed."""
         self.deadline = 0.0
-        if self.task is None and not self.parser.idle and self.parser.in_head:
+        if self._paused_writing:
+            log.debug("client %s took nothing for %.0f s; dropping it", self.client,
+                      self.server.config.write_timeout_s)
+            self.abort()
+        elif self.task is None and not self.parser.idle and self.parser.in_head:
             log.debug("request head from %s not complete in time", self.client)
             self._write_and_close(self._error_bytes(408, "request head not received in time"))
         elif self.task is not None:
@@ -300,9 +313,11 @@ class Connection(asyncio.Protocol):
     # -- one request ------------------------------------------------------------------
 
     async def _serve(self, head: RequestHead) -> None:
+        served = 0
         try:
             while True:
                 await self._respond(head)
+                served += 1
                 if self.stream is not None:
                     return  # detached stream: lives on without this task
                 if not self._keep_alive or self._closing:
@@ -319,7 +334,9 @@ class Connection(asyncio.Protocol):
                         return
                     break
                 assert isinstance(event, RequestHead)
-                head = event  # pipelined: serve it in this same task
+                head = event  # pipelined: serve it in this same task, taking turns with others
+                if served % _PIPELINED_PER_YIELD == 0:
+                    await asyncio.sleep(0)
         except ConnectionError:
             self._close()
             return
@@ -440,10 +457,23 @@ class Connection(asyncio.Protocol):
     # -- flow control ---------------------------------------------------------------------
 
     async def drain(self) -> None:
-        """Wait while the client's socket is full; raise ClientGone once it has left."""
-        if self._lost:
+        """Wait while the client's socket is full; raise ClientGone once it is leaving.
+
+        A transport that is closing (the peer reset, or we aborted it) takes no more
+        bytes: raising here, not on connection_lost a loop turn later, is what stops
+        a producer that never fills the socket from spinning on a dead connection.
+        Such a producer also yields to the loop every few drains, so it cannot
+        starve other connections.
+        """
+        if self._lost or self.closing:
             raise ClientGone()
         if not self._paused_writing:
+            self._unyielded += 1
+            if self._unyielded >= _DRAINS_PER_YIELD:
+                self._unyielded = 0
+                await asyncio.sleep(0)
+                if self._lost or self.closing:
+                    raise ClientGone()
             return
         waiter = self._drain_waiter
         if waiter is None or waiter.done():
@@ -557,6 +587,9 @@ class Exchange:
             return  # detached: the connection holds the stream open
         if conn._lost:
             raise ClientGone()
+        if not completed and not response.cut_in_band:
+            conn.abort()  # no last chunk: the client must see that the body is cut
+            return
         self._write_end()
         self.closed(completed=completed)
         await conn.drain()
@@ -657,11 +690,15 @@ class Exchange:
         self.conn.resume_after_detached()
 
     def end_stream(self) -> None:
-        """End the live stream from outside (shutdown) and close the connection."""
+        """End the live stream from outside (shutdown) and close the connection:
+        cleanly if the stream said so in-band, else aborted, so the cut shows."""
         conn = self.conn
         conn._keep_alive = False
-        self._write_end()
-        conn._close()
+        if self.response is not None and not self.response.cut_in_band:
+            conn.abort()
+        else:
+            self._write_end()
+            conn._close()
         if conn.task is not None and not conn.task.done():
             conn.task.cancel()
 

@@ -51,7 +51,8 @@ class Server:
 
     @property
     def sweep_interval_s(self) -> float:
-        shortest = min(self.config.head_timeout_s, self.config.keepalive_timeout_s, self.config.body_timeout_s)
+        cfg = self.config
+        shortest = min(cfg.head_timeout_s, cfg.keepalive_timeout_s, cfg.body_timeout_s, cfg.write_timeout_s)
         return max(0.02, min(1.0, shortest / 4))
 
     async def start(self) -> None:

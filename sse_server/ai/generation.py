@@ -328,6 +328,7 @@ class GenerationStream(EventStream):
     """
 
     __slots__ = ("_loop", "_start", "run")
+    cut_in_band = True  # a cut answer ends with an error event (see on_shutdown)
 
     def __init__(self, start: Callable[[Listener], Run], *, retry_ms: int | None = None,
                  headers: list[tuple[str, str]] | None = None) -> None:

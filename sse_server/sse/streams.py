@@ -156,6 +156,9 @@ def _tagged(event: EncodedEvent) -> EncodedEvent:
 class ChannelStream(SSEStream):
     """A subscription to one or more channels: replay after Last-Event-ID, then live.
 
+    Cut by the server, it ends cleanly after a jittered ``retry:``: EventSource
+    reconnects and resumes from its last id either way.
+
     Build it with ``await ChannelStream.subscribe(...)`` in a handler. When the
     request's id cannot be honoured for a channel, the response carries
     ``SSE-Reset: <reason>`` and the stream opens with an ``event: reset`` per such
@@ -167,6 +170,7 @@ class ChannelStream(SSEStream):
         "engine", "subscription", "tag_channels", "budget_bytes", "_pending", "_pending_bytes",
         "_live", "_ended", "_dropped", "_loop", "_heartbeats", "_budget",
     )
+    cut_in_band = True
 
     def __init__(
         self,
