@@ -558,11 +558,11 @@ class ChunkedDecoder:
         size_text, semicolon, extensions = line.partition(";")
         if semicolon:
             size_text = size_text.rstrip(" \t")  # RFC 9112 §7.1.1: BWS before ";"
+            # Extensions are ignored (RFC 9112 §7.1.1) but must not smuggle line ends or controls.
+            if _CTL.search(extensions) or "\r" in extensions:
+                raise ProtocolError("control character in chunk extension")
         if not _HEX.match(size_text) or len(size_text) > 16:
             raise ProtocolError("malformed chunk size")
-        # Extensions are ignored (RFC 9112 §7.1.1) but must not smuggle line ends or controls.
-        if _CTL.search(extensions) or "\r" in extensions:
-            raise ProtocolError("control character in chunk extension")
         size = int(size_text, 16)
         self._seen += size
         # Checked on the size line, before the payload: a peer cannot make us take it in.
