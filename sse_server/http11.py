@@ -104,7 +104,7 @@ class RequestParser:
     """Incremental HTTP/1.1 request parser for one connection."""
 
     __slots__ = (
-        "_buf", "_state", "_remaining", "_chunked", "_head", "_scanned", "_blank_lines",
+        "_buf", "_state", "_remaining", "_chunked", "_scanned", "_blank_lines",
         "max_request_line_bytes", "max_header_bytes", "max_header_count", "max_body_bytes",
     )
 
@@ -119,10 +119,8 @@ class RequestParser:
         self._state = _HEAD
         self._remaining = 0
         self._chunked: ChunkedDecoder | None = None  # the body decoder while in _CHUNKED
-        self._head: RequestHead | None = None
-        # Bytes of an incomplete head already checked: each feed scans
-        # only what is new, so a head dripped a byte at a time costs linear, not
-        # quadratic, work.
+        # Bytes of an incomplete head already checked: each feed scans only what is
+        # new, so a head dripped a byte at a time costs linear, not quadratic, work.
         self._scanned = 0
         self._blank_lines = 0  # counted across feeds so the limit holds however bytes arrive
         self.max_request_line_bytes = max_request_line_bytes
@@ -176,7 +174,6 @@ class RequestParser:
 
     def _finish(self) -> _Sentinel:
         self._state = _HEAD
-        self._head = None
         self._chunked = None
         self._scanned = 0
         return END_OF_MESSAGE
@@ -201,7 +198,6 @@ class RequestParser:
         self._scanned = 0
         self._blank_lines = 0
         head = self._parse_head_bytes(head_bytes)
-        self._head = head
         if head.chunked:
             self._state = _CHUNKED
             # Trailers are a header block after the body and get the head's limits.
