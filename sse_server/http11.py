@@ -11,13 +11,17 @@ Transfer-Encoding, differing lengths, a Transfer-Encoding other than a final
 ``chunked``, obs-fold, bare CR or LF, NUL and other controls are all rejected.
 Malformed input raises ``ProtocolError`` with the status to answer; after that
 the parser stays broken, so a connection is never reused past a framing error.
+
+Chunked bodies are decoded by one ``ChunkedDecoder``, for requests here and for
+responses read by the relay and the load tests, so both directions apply the
+same rules and differ only in their limits.
 """
 
 from __future__ import annotations
 
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from email.utils import formatdate
 from typing import Final
 from urllib.parse import urlsplit
@@ -69,7 +73,7 @@ _HEX = re.compile(r"[0-9A-Fa-f]+\Z")
 KNOWN_METHODS: Final = frozenset(
     {"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH", "TRACE"}
 )
-_MAX_CHUNK_LINE = 4096  # size line incl. extensions; bounds what a chunk header may buffer
+_MAX_CHUNK_LINE = 4096  # size line incl. extensions and CRLF; bounds what a chunk header may buffer
 _MAX_LEADING_CRLF = 8  # RFC 9112 §2.2: tolerate a few empty lines between pipelined requests
 
 
@@ -85,29 +89,22 @@ class RequestHead:
     content_length: int | None = None
     chunked: bool = False
     expect_continue: bool = False
-    trailers: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def has_body(self) -> bool:
         """Whether body events and END_OF_MESSAGE follow this head."""
         return self.chunked or bool(self.content_length)
 
-    def header(self, name: str) -> str | None:
-        for k, v in self.headers:
-            if k == name:
-                return v
-        return None
-
 
 # Parser states.
-_HEAD, _BODY, _CHUNK_SIZE, _CHUNK_DATA, _CHUNK_CRLF, _TRAILERS, _ERROR = range(7)
+_HEAD, _BODY, _CHUNKED, _ERROR = range(4)
 
 
 class RequestParser:
     """Incremental HTTP/1.1 request parser for one connection."""
 
     __slots__ = (
-        "_buf", "_state", "_remaining", "_body_seen", "_head", "_scanned", "_blank_lines",
+        "_buf", "_state", "_remaining", "_chunked", "_scanned", "_blank_lines",
         "max_request_line_bytes", "max_header_bytes", "max_header_count", "max_body_bytes",
     )
 
@@ -121,11 +118,9 @@ class RequestParser:
         self._buf = bytearray()
         self._state = _HEAD
         self._remaining = 0
-        self._body_seen = 0
-        self._head: RequestHead | None = None
-        # Bytes of an incomplete head or trailer block already checked: each feed scans
-        # only what is new, so a head dripped a byte at a time costs linear, not
-        # quadratic, work.
+        self._chunked: ChunkedDecoder | None = None  # the body decoder while in _CHUNKED
+        # Bytes of an incomplete head already checked: each feed scans only what is
+        # new, so a head dripped a byte at a time costs linear, not quadratic, work.
         self._scanned = 0
         self._blank_lines = 0  # counted across feeds so the limit holds however bytes arrive
         self.max_request_line_bytes = max_request_line_bytes
@@ -169,34 +164,17 @@ class RequestParser:
             del self._buf[: len(piece)]
             self._remaining -= len(piece)
             return piece
-        if state == _CHUNK_SIZE:
-            return self._parse_chunk_size()
-        if state == _CHUNK_DATA:
-            if not self._buf:
-                return NEED_DATA
-            piece = bytes(self._buf[: self._remaining])
-            del self._buf[: len(piece)]
-            self._remaining -= len(piece)
-            if self._remaining == 0:
-                self._state = _CHUNK_CRLF
-            return piece
-        if state == _CHUNK_CRLF:
-            if len(self._buf) < 2:
-                if self._buf and self._buf[0] != 0x0D:
-                    raise ProtocolError("chunk data not followed by CRLF")
-                return NEED_DATA
-            if self._buf[:2] != b"\r\n":
-                raise ProtocolError("chunk data not followed by CRLF")
-            del self._buf[:2]
-            self._state = _CHUNK_SIZE
-            return self._parse_chunk_size()
-        if state == _TRAILERS:
-            return self._parse_trailers()
+        if state == _CHUNKED:
+            assert self._chunked is not None
+            # The decoder takes framing from the front of our buffer and leaves what
+            # follows the body there: it is the next pipelined request.
+            event = self._chunked.next_event(self._buf)
+            return self._finish() if event is END_OF_MESSAGE else event
         raise ProtocolError("connection is unusable after a framing error")
 
     def _finish(self) -> _Sentinel:
         self._state = _HEAD
-        self._head = None
+        self._chunked = None
         self._scanned = 0
         return END_OF_MESSAGE
 
@@ -220,10 +198,15 @@ class RequestParser:
         self._scanned = 0
         self._blank_lines = 0
         head = self._parse_head_bytes(head_bytes)
-        self._head = head
         if head.chunked:
-            self._state = _CHUNK_SIZE
-            self._body_seen = 0
+            self._state = _CHUNKED
+            # Trailers are a header block after the body and get the head's limits.
+            self._chunked = ChunkedDecoder(
+                max_body_bytes=self.max_body_bytes,
+                max_size_line_bytes=_MAX_CHUNK_LINE,
+                max_trailer_bytes=self.max_header_bytes,
+                max_trailer_count=self.max_header_count,
+            )
         elif head.content_length:
             self._state = _BODY
             self._remaining = head.content_length
@@ -367,62 +350,14 @@ class RequestParser:
             expect_continue=expect_continue,
         )
 
-    # -- chunked body (RFC 9112 §7.1) ------------------------------------------
-
-    def _parse_chunk_size(self) -> bytes | _Sentinel:
-        buf = self._buf
-        end = buf.find(b"\r\n", 0, _MAX_CHUNK_LINE)
-        if end < 0:
-            if len(buf) >= _MAX_CHUNK_LINE:
-                raise ProtocolError("chunk size line too long")
-            if b"\n" in buf or b"\r" in buf[:-1]:
-                raise ProtocolError("bare CR or LF in chunk size line")
-            return NEED_DATA
-        line = bytes(buf[:end]).decode("latin-1")
-        del buf[: end + 2]
-        size_text, semicolon, extensions = line.partition(";")
-        if semicolon:
-            size_text = size_text.rstrip(" \t")  # RFC 9112 §7.1.1: BWS before ";"
-        if not _HEX.match(size_text) or len(size_text) > 16:
-            raise ProtocolError("malformed chunk size")
-        if _CTL.search(extensions) or "\r" in extensions:
-            raise ProtocolError("control character in chunk extension")
-        size = int(size_text, 16)
-        self._body_seen += size
-        if self._body_seen > self.max_body_bytes:
-            raise ProtocolError(f"body over {self.max_body_bytes} bytes", status=413)
-        if size == 0:
-            self._state = _TRAILERS
-            return self._parse_trailers()
-        self._remaining = size
-        self._state = _CHUNK_DATA
-        return self._next_event()
-
-    def _parse_trailers(self) -> _Sentinel:
-        buf = self._buf
-        if buf[:2] == b"\r\n":
-            del buf[:2]
-            return self._finish()
-        end = buf.find(b"\r\n\r\n", max(0, self._scanned - 3), self.max_header_bytes + 4)
-        if end < 0:
-            if len(buf) > self.max_header_bytes + 3:
-                raise ProtocolError(f"trailer block over {self.max_header_bytes} bytes", status=431)
-            self._scanned = len(buf)
-            return NEED_DATA
-        raw = bytes(buf[:end]).decode("latin-1")
-        del buf[: end + 4]
-        crlf = raw.count("\r\n")
-        if raw.count("\r") != crlf or raw.count("\n") != crlf:
-            raise ProtocolError("bare CR or LF in trailers")
-        lines = raw.split("\r\n")
-        if len(lines) > self.max_header_count:
-            raise ProtocolError(f"more than {self.max_header_count} trailers", status=431)
-        assert self._head is not None
-        self._head.trailers = [_parse_header_line(line) for line in lines]
-        return self._finish()
-
 
 def _parse_header_line(line: str) -> tuple[str, str]:
+    name, value = _split_field_line(line)
+    return name.lower(), value.strip(" \t")
+
+
+def _split_field_line(line: str) -> tuple[str, str]:
+    """A header or trailer line as (name, raw value), refusing what RFC 9112 §5 does not allow."""
     if line[:1] in (" ", "\t"):
         raise ProtocolError("obsolete line folding")
     name, colon, value = line.partition(":")
@@ -432,7 +367,7 @@ def _parse_header_line(line: str) -> tuple[str, str]:
         raise ProtocolError("malformed header name")
     if _CTL.search(value):
         raise ProtocolError("control character in header value")
-    return name.lower(), value.strip(" \t")
+    return name, value
 
 
 def _split_target(method: str, target: str) -> tuple[str, str]:
@@ -457,74 +392,211 @@ def _split_target(method: str, target: str) -> tuple[str, str]:
     raise ProtocolError("malformed request target")
 
 
-# -- reading a chunked response body (RFC 9112 §7.1), for clients and relays ----
+# -- chunked bodies (RFC 9112 §7.1), in requests and in responses ---------------------
 
-_MAX_CHUNK_LINE_FROM_SERVER = 1024  # a size line (hex size plus extensions) longer than this is garbage
+# Decoder states.
+_SIZE_LINE, _DATA, _DATA_CRLF, _TRAILERS, _DONE, _BROKEN = range(6)
 
 
 class ChunkedDecoder:
-    """Incremental decoder of a chunked body: payload bytes out, framing dropped.
+    """Incremental decoder of one chunked body: payload bytes out, framing checked and dropped.
 
     >>> d = ChunkedDecoder()
     >>> d.feed(b"5\\r\\nhel"), d.feed(b"lo\\r\\n0\\r\\n\\r\\nHTTP"), d.done, d.extra
     (b'hel', b'lo', True, b'HTTP')
 
-    Bytes after the last chunk (a pipelined next response) are kept in ``extra``.
-    Malformed framing raises ProtocolError.
+    One set of rules whoever sent the body: a lax reader and a strict one disagree
+    about where a body ends, which is how smuggling starts (RFC 9112 §11.2). Only the
+    limits differ and are given here: payload bytes in all (413; None for a stream
+    that may run forever), the size line with its extensions and CRLF (400), and the
+    trailer block's bytes and lines (431). Malformed framing raises ProtocolError and
+    leaves the decoder refusing everything after.
+
+    ``feed()`` keeps its own buffer and puts bytes after the last chunk (a pipelined
+    next message) in ``extra``. RequestParser calls ``next_event()`` on its own buffer
+    instead, so those bytes stay there for the next request. With ``keep_chunks``
+    each chunk's payload is appended to ``chunks`` once its closing CRLF has arrived.
     """
 
-    __slots__ = ("_buf", "_left", "_state", "done", "extra")
+    __slots__ = (
+        "_buf", "_left", "_parts", "_scanned", "_seen", "_state", "chunks", "extra",
+        "max_body_bytes", "max_size_line_bytes", "max_trailer_bytes", "max_trailer_count",
+    )
 
-    def __init__(self) -> None:
-        self.done = False
+    def __init__(
+        self,
+        max_body_bytes: int | None = None,
+        max_size_line_bytes: int = 1024,
+        max_trailer_bytes: int = 64 * 1024,
+        max_trailer_count: int = 100,
+        *,
+        keep_chunks: bool = False,
+    ) -> None:
+        self.max_body_bytes = max_body_bytes
+        self.max_size_line_bytes = max_size_line_bytes
+        self.max_trailer_bytes = max_trailer_bytes
+        self.max_trailer_count = max_trailer_count
+        self.chunks: list[bytes] | None = [] if keep_chunks else None
         self.extra = b""
-        self._buf = b""
+        self._buf = bytearray()  # feed() only; next_event() works on the caller's buffer
+        self._state = _SIZE_LINE
         self._left = 0  # payload bytes still due in the current chunk
-        self._state = 0  # 0 size line, 1 payload, 2 CRLF after payload, 3 trailer lines
+        self._seen = 0  # payload bytes announced so far, for max_body_bytes
+        # Bytes of an incomplete size line or trailer block already checked: each call
+        # scans only what is new, so a body dripped a byte at a time costs linear work.
+        self._scanned = 0
+        self._parts: list[bytes] = []  # the current chunk's payload, when keep_chunks
+
+    @property
+    def done(self) -> bool:
+        """Whether the last chunk and the trailer block have been read."""
+        return self._state == _DONE
+
+    @property
+    def safe_feed_bytes(self) -> int:
+        """How many bytes feed() can take now without passing the body's end: the rest of
+        the chunk and its CRLF, else 1 (where a size or trailer line ends is not known)."""
+        if self._state == _DATA:
+            return self._left + 2
+        if self._state == _DATA_CRLF:
+            return 2 - len(self._buf)
+        return 0 if self._state == _DONE else 1
 
     def feed(self, data: bytes) -> bytes:
-        if self.done:
+        """The payload that data completes (b"" while only framing arrived)."""
+        if self._state == _DONE:
             self.extra += data
             return b""
-        if self._buf:
-            data, self._buf = self._buf + data, b""
+        buf = self._buf
+        buf += data
         out: list[bytes] = []
-        pos, end = 0, len(data)
-        while pos < end and not self.done:
-            if self._state == 1:
-                take = min(self._left, end - pos)
-                out.append(data[pos : pos + take])
-                pos += take
-                self._left -= take
-                if not self._left:
-                    self._state = 2
+        while True:
+            event = self.next_event(buf)
+            if isinstance(event, bytes):
+                out.append(event)
                 continue
-            eol = data.find(b"\r\n", pos)
-            if eol < 0:
-                if end - pos > _MAX_CHUNK_LINE_FROM_SERVER:
-                    raise ProtocolError("chunk framing line over 1 KiB")
-                self._buf = data[pos:]
-                break
-            line = data[pos:eol]
-            pos = eol + 2
-            if self._state == 2:
-                if line:
-                    raise ProtocolError("chunk data longer than its size")
-                self._state = 0
-            elif self._state == 0:
-                size_text = line.split(b";", 1)[0].strip()
-                if not size_text or len(size_text) > 16 or not _HEX.match(size_text.decode("latin-1")):
-                    raise ProtocolError(f"bad chunk size {line[:20]!r}")
-                size = int(size_text, 16)
-                if size == 0:
-                    self._state = 3
-                else:
-                    self._left, self._state = size, 1
-            elif not line:  # state 3: the blank line after the trailers ends the body
-                self.done = True
-        if self.done and pos < end:
-            self.extra += data[pos:]
-        return out[0] if len(out) == 1 else b"".join(out)
+            if event is END_OF_MESSAGE:
+                self.extra = bytes(buf)
+                buf.clear()
+            return out[0] if len(out) == 1 else b"".join(out)
+
+    def next_event(self, buf: bytearray) -> bytes | _Sentinel:
+        """Take framing and the next payload piece from the front of buf.
+
+        Returns payload bytes (never empty), NEED_DATA, or END_OF_MESSAGE once the
+        trailer block has ended; whatever follows the body is left in buf.
+        """
+        try:
+            return self._next_event(buf)
+        except ProtocolError:
+            self._state = _BROKEN
+            raise
+
+    def _next_event(self, buf: bytearray) -> bytes | _Sentinel:
+        while True:
+            state = self._state
+            if state == _DATA:
+                if not buf:
+                    return NEED_DATA
+                piece = bytes(buf[: self._left])
+                del buf[: len(piece)]
+                self._left -= len(piece)
+                if self._left == 0:
+                    self._state = _DATA_CRLF
+                if self.chunks is not None:
+                    self._parts.append(piece)
+                return piece
+            if state == _SIZE_LINE:
+                line = self._take_size_line(buf)
+                if line is None:
+                    return NEED_DATA
+                self._start_chunk(line)
+            elif state == _DATA_CRLF:
+                if buf[:2] != b"\r\n":
+                    if not buf or buf == b"\r":  # the CRLF is on its way
+                        return NEED_DATA
+                    raise ProtocolError("chunk data not followed by CRLF")
+                del buf[:2]
+                self._state = _SIZE_LINE
+                if self.chunks is not None:
+                    self.chunks.append(b"".join(self._parts))
+                    self._parts.clear()
+            elif state == _TRAILERS:
+                if not self._take_trailers(buf):
+                    return NEED_DATA
+                self._state = _DONE
+                return END_OF_MESSAGE
+            elif state == _DONE:
+                return END_OF_MESSAGE
+            else:
+                raise ProtocolError("chunked body is unusable after a framing error")
+
+    def _take_size_line(self, buf: bytearray) -> str | None:
+        limit = self.max_size_line_bytes
+        # A CR that ended the last call may have been waiting for its LF: look from one before.
+        pair_from = max(0, self._scanned - 1)
+        end = buf.find(b"\r\n", pair_from, limit)
+        if end < 0:
+            if len(buf) >= limit:
+                raise ProtocolError(f"chunk size line over {limit} bytes")
+            # Fail now rather than at the limit: no CRLF yet, so any LF, or a CR with a
+            # byte after it, is bare (RFC 9112 §2.2).
+            if buf.find(b"\n", self._scanned) >= 0 or buf.find(b"\r", pair_from, len(buf) - 1) >= 0:
+                raise ProtocolError("bare CR or LF in chunk size line")
+            self._scanned = len(buf)
+            return None
+        line = bytes(buf[:end]).decode("latin-1")
+        del buf[: end + 2]
+        self._scanned = 0
+        return line
+
+    def _start_chunk(self, line: str) -> None:
+        size_text, semicolon, extensions = line.partition(";")
+        if semicolon:
+            size_text = size_text.rstrip(" \t")  # RFC 9112 §7.1.1: BWS before ";"
+            # Extensions are ignored (RFC 9112 §7.1.1) but must not smuggle line ends or controls.
+            if _CTL.search(extensions) or "\r" in extensions:
+                raise ProtocolError("control character in chunk extension")
+        if not _HEX.match(size_text) or len(size_text) > 16:
+            raise ProtocolError("malformed chunk size")
+        size = int(size_text, 16)
+        self._seen += size
+        # Checked on the size line, before the payload: a peer cannot make us take it in.
+        if self.max_body_bytes is not None and self._seen > self.max_body_bytes:
+            raise ProtocolError(f"body over {self.max_body_bytes} bytes", status=413)
+        if size:
+            self._left = size
+            self._state = _DATA
+        else:
+            self._state = _TRAILERS
+
+    def _take_trailers(self, buf: bytearray) -> bool:
+        """Check the trailer block after the last chunk and drop it; False until it is whole.
+
+        RFC 9112 §7.1.2 lets a recipient discard trailers, and nothing here reads them,
+        so none are kept; they must still be well formed, as a header block would be.
+        """
+        if buf[:2] == b"\r\n":  # no trailers: the usual case
+            del buf[:2]
+            return True
+        limit = self.max_trailer_bytes
+        end = buf.find(b"\r\n\r\n", max(0, self._scanned - 3), limit + 4)
+        if end < 0:
+            if len(buf) > limit + 3:  # + 3: the blank line may be arriving
+                raise ProtocolError(f"trailer block over {limit} bytes", status=431)
+            self._scanned = len(buf)
+            return False
+        block = bytes(buf[:end]).decode("latin-1")
+        del buf[: end + 4]
+        self._scanned = 0
+        crlf = block.count("\r\n")
+        if block.count("\r") != crlf or block.count("\n") != crlf:
+            raise ProtocolError("bare CR or LF in trailers")
+        if crlf + 1 > self.max_trailer_count:
+            raise ProtocolError(f"more than {self.max_trailer_count} trailers", status=431)
+        for line in block.split("\r\n"):
+            _split_field_line(line)
+        return True
 
 
 # -- responses ----------------------------------------------------------------

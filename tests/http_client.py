@@ -2,12 +2,16 @@
 
 It reads exactly what the server sent: status line, headers, and a body framed by
 Content-Length, chunked coding (keeping each chunk) or the end of the connection.
+Chunked bodies go through the server's own strict ChunkedDecoder, so a size line
+that does not match its payload fails the test rather than being read around.
 """
 
 from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+
+from sse_server.http11 import ChunkedDecoder
 
 
 @dataclass
@@ -16,8 +20,7 @@ class Reply:
     reason: str
     headers: list[tuple[str, str]]  # names lower-cased
     body: bytes = b""
-    chunks: list[bytes] | None = None  # set when the body was chunked
-    trailer_bytes: bytes = b""
+    chunks: list[bytes] | None = None  # set when the body was chunked: each chunk's payload
     raw_head: bytes = field(default=b"", repr=False)
 
     def header(self, name: str) -> str | None:
@@ -50,19 +53,13 @@ async def read_body(reader: asyncio.StreamReader, reply: Reply) -> Reply:
     cl = reply.header("content-length")
     if te is not None:
         assert te == "chunked" and cl is None, reply.headers
-        chunks = []
-        while True:
-            size_line = await reader.readuntil(b"\r\n")
-            size = int(size_line[:-2].split(b";")[0], 16)
-            if size == 0:
-                trailer = await reader.readuntil(b"\r\n")
-                reply.trailer_bytes = trailer
-                break
-            data = await reader.readexactly(size + 2)
-            assert data[-2:] == b"\r\n"
-            chunks.append(data[:-2])
-        reply.chunks = chunks
-        reply.body = b"".join(chunks)
+        decoder = ChunkedDecoder(keep_chunks=True)
+        parts = []
+        while not decoder.done:
+            # Never past the body's end: a pipelined next reply shares this reader.
+            parts.append(decoder.feed(await reader.readexactly(decoder.safe_feed_bytes)))
+        reply.chunks = decoder.chunks
+        reply.body = b"".join(parts)
     elif cl is not None:
         reply.body = await reader.readexactly(int(cl))
     else:

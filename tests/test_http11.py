@@ -3,6 +3,7 @@ at random points must all give the same events, or the same error status."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import random
 from collections.abc import Iterable, Iterator
@@ -22,13 +23,14 @@ from sse_server.http11 import (
     http_date,
 )
 
-from .http_cases import AT_LIMITS, CHUNKED_EXT_TRAILERS, FUZZ_SEEDS, HOSTILE, MiB, get, mutate, req
+from .http_cases import AT_LIMITS, CHUNKED_EXT_TRAILERS, FUZZ_SEEDS, HOSTILE, MiB, get, mutate, post_chunked, req
+from .http_client import read_head, read_reply
 
 END = "END"
 
 
 def normalize(events: list[Any]) -> list[Any]:
-    """Events as comparable values: heads as dicts (with trailers), adjacent body pieces merged."""
+    """Events as comparable values: heads as dicts, adjacent body pieces merged."""
     out: list[Any] = []
     for e in events:
         if isinstance(e, RequestHead):
@@ -114,12 +116,11 @@ VALID: list[Any] = [
     pytest.param(req(b"PUT /x HTTP/1.1", b"Host: t", b"Content-Length: 5", b"content-length: 005",
                      body=b"hello"), [H(content_length=5), b"hello", END], id="cl-twice-same"),
     pytest.param(CHUNKED_EXT_TRAILERS,
-                 [H(method="POST", chunked=True, content_length=None,
-                    trailers=[("x-trailer", "t1"), ("x-other", "t2")]), b"hello world", END],
+                 [H(method="POST", chunked=True, content_length=None), b"hello world", END],
                  id="chunked-extensions-trailers"),
     pytest.param(req(b"POST /u HTTP/1.1", b"Host: t", b"Transfer-Encoding: Chunked",
                      body=b"A\r\n0123456789\r\na\r\nabcdefghij\r\n0\r\n\r\n"),
-                 [H(chunked=True, trailers=[]), b"0123456789abcdefghij", END], id="chunked-hex-case"),
+                 [H(chunked=True), b"0123456789abcdefghij", END], id="chunked-hex-case"),
     pytest.param(req(b"POST /u HTTP/1.1", b"Host: t", b"Transfer-Encoding: chunked", body=b"0\r\n\r\n"),
                  [H(chunked=True), END], id="chunked-empty"),
     pytest.param(req(b"POST /u HTTP/1.1", b"Host: t", b"Transfer-Encoding: chunked",
@@ -428,3 +429,254 @@ def test_chunked_response_decoder_byte_at_a_time() -> None:
     for bad in (b"zz\r\n", b"5\r\nhelloXX\r\n", b"-1\r\n", b"0x5\r\n", b"1" * 2000):
         with pytest.raises(ProtocolError):
             ChunkedDecoder().feed(bad)
+
+
+# -- one chunked decoder for both directions ----------------------------------------------
+
+# Chunked bodies on their own and what reading them gives: the payload, or the status
+# of the ProtocolError. Each is read as a response body by ChunkedDecoder.feed() and as
+# a request body behind a chunked POST head by RequestParser, with the same result.
+CHUNKED_BODIES: list[Any] = [
+    pytest.param(b"0\r\n\r\n", b"", id="empty"),
+    pytest.param(b"5\r\nhello\r\n0\r\n\r\n", b"hello", id="one-chunk"),
+    pytest.param(b"A\r\n0123456789\r\na\r\nabcdefghij\r\n0\r\n\r\n", b"0123456789abcdefghij", id="hex-case"),
+    pytest.param(b"005\r\nhello\r\n000\r\n\r\n", b"hello", id="leading-zeros"),
+    pytest.param(b"2\r\n\r\n\r\n1\r\n\n\r\n1\r\n\r\r\n0\r\n\r\n", b"\r\n\n\r", id="cr-lf-in-payload"),
+    pytest.param(b'5;name=value\r\nhello\r\n6;a;b="q r"\r\n world\r\n0;last\r\n\r\n', b"hello world",
+                 id="extensions"),
+    pytest.param(b"5 ;a=1\r\nhello\r\n0\t;b\r\n\r\n", b"hello", id="ext-bws-before-semicolon"),
+    pytest.param(b"5;a=\xe9\t\r\nhello\r\n0\r\n\r\n", b"hello", id="ext-obs-text-and-tab"),
+    pytest.param(b"5\r\nhello\r\n0\r\nX-T: 1\r\nX-U:  2 \r\n\r\n", b"hello", id="trailers"),
+    pytest.param(b"5\r\nhello\r\n0\r\nX-Empty:\r\n\r\n", b"hello", id="trailer-empty-value"),
+    pytest.param(b"ffffffffffff\r\n", 413, id="size-over-1MiB"),
+    pytest.param(b"zz\r\nhello\r\n0\r\n\r\n", 400, id="size-not-hex"),
+    pytest.param(b"0x5\r\nhello\r\n0\r\n\r\n", 400, id="size-0x"),
+    pytest.param(b"-1\r\nhello\r\n0\r\n\r\n", 400, id="size-negative"),
+    pytest.param(b"+5\r\nhello\r\n0\r\n\r\n", 400, id="size-plus"),
+    pytest.param(b"5_0\r\nhello\r\n0\r\n\r\n", 400, id="size-underscore"),
+    pytest.param(b"\r\nhello\r\n0\r\n\r\n", 400, id="size-empty"),
+    pytest.param(b" 5\r\nhello\r\n0\r\n\r\n", 400, id="size-leading-space"),
+    pytest.param(b"5 \r\nhello\r\n0\r\n\r\n", 400, id="size-trailing-space-without-extension"),
+    pytest.param(b"5 junk\r\nhello\r\n0\r\n\r\n", 400, id="size-junk"),
+    pytest.param(b"1" * 17 + b"\r\n", 400, id="size-17-hex-digits"),
+    pytest.param(b"5\nhello\r\n0\r\n\r\n", 400, id="size-line-bare-lf"),
+    pytest.param(b"5\rhello\r\n0\r\n\r\n", 400, id="size-line-bare-cr"),
+    pytest.param(b"5;" + b"a" * 5000 + b"\r\nhello\r\n0\r\n\r\n", 400, id="size-line-over-limit"),
+    pytest.param(b"5;a=\x01\r\nhello\r\n0\r\n\r\n", 400, id="ext-control"),
+    pytest.param(b"5;a=\x00\r\nhello\r\n0\r\n\r\n", 400, id="ext-nul"),
+    pytest.param(b"5;a=\x7f\r\nhello\r\n0\r\n\r\n", 400, id="ext-del"),
+    pytest.param(b"5;a\rb\r\nhello\r\n0\r\n\r\n", 400, id="ext-bare-cr"),
+    pytest.param(b"5;a\nb\r\nhello\r\n0\r\n\r\n", 400, id="ext-bare-lf"),
+    pytest.param(b"5\r\nhelloXX\r\n0\r\n\r\n", 400, id="data-longer-than-size"),
+    pytest.param(b"3\r\nhello\r\n0\r\n\r\n", 400, id="data-shorter-than-size"),
+    pytest.param(b"5\r\nhello\n0\r\n\r\n", 400, id="data-ends-in-bare-lf"),
+    pytest.param(b"5\r\nhello\r\r\n0\r\n\r\n", 400, id="data-ends-in-cr-cr"),
+    pytest.param(b"5\r\nhello\r\n0\r\nX-T: a\r\n b\r\n\r\n", 400, id="trailer-obs-fold"),
+    pytest.param(b"5\r\nhello\r\n0\r\nno-colon\r\n\r\n", 400, id="trailer-no-colon"),
+    pytest.param(b"5\r\nhello\r\n0\r\nX-T: a\x00b\r\n\r\n", 400, id="trailer-nul"),
+    pytest.param(b"5\r\nhello\r\n0\r\nX-T: a\x1bb\r\n\r\n", 400, id="trailer-control"),
+    pytest.param(b"5\r\nhello\r\n0\r\nX T: 1\r\n\r\n", 400, id="trailer-name-space"),
+    pytest.param(b"5\r\nhello\r\n0\r\nX-T : 1\r\n\r\n", 400, id="trailer-space-before-colon"),
+    pytest.param(b"5\r\nhello\r\n0\r\n: 1\r\n\r\n", 400, id="trailer-empty-name"),
+    pytest.param(b"5\r\nhello\r\n0\r\nX-T: 1\nX-U: 2\r\n\r\n", 400, id="trailer-bare-lf"),
+    pytest.param(b"5\r\nhello\r\n0\r\nX-T: 1\rX-U: 2\r\n\r\n", 400, id="trailer-bare-cr"),
+    pytest.param(b"5\r\nhello\r\n0\r\nX-T: " + b"a" * (64 * 1024) + b"\r\n\r\n", 431, id="trailer-over-64KiB"),
+    pytest.param(b"5\r\nhello\r\n0\r\n" + b"".join(b"X-%d: v\r\n" % i for i in range(101)) + b"\r\n", 431,
+                 id="101-trailers"),
+    pytest.param(b"5\r\nhello\r\n0\r\n" + b"".join(b"X-%d: v\r\n" % i for i in range(100)) + b"\r\n", b"hello",
+                 id="100-trailers"),
+]
+
+# The request side's limits (RequestParser's defaults) given to the response side's decoder.
+REQUEST_LIMITS: dict[str, int] = {
+    "max_body_bytes": MiB, "max_size_line_bytes": 4096, "max_trailer_bytes": 64 * 1024, "max_trailer_count": 100,
+}
+_NEXT_RESPONSE = b"HTTP/1.1 200 OK\r\n"
+
+
+def decode_response(pieces: Iterable[bytes], **limits: Any) -> bytes | int | None:
+    """Payload of a chunked response body (extra must be what followed it), the error status, or None if unfinished."""
+    decoder = ChunkedDecoder(**limits)
+    out = []
+    try:
+        for piece in pieces:
+            out.append(decoder.feed(piece))
+    except ProtocolError as e:
+        return e.status
+    if not decoder.done:
+        return None
+    assert decoder.extra == _NEXT_RESPONSE
+    return b"".join(out)
+
+
+def decode_request(pieces: Iterable[bytes], **limits: int) -> bytes | int | None:
+    """Payload of a chunked request body (the request after it must parse), the error status, or None if unfinished."""
+    events = parse(pieces, **limits)
+    if isinstance(events[-1], tuple) and events[-1][0] == "error":
+        return int(events[-1][1])
+    if END not in events:
+        return None
+    end = events.index(END)
+    assert events[0][0] == "head" and events[0][1]["chunked"]
+    assert matches(events[end + 1 :], [H(path="/healthz")]), events[end + 1 :]
+    return b"".join(e for e in events[1:end] if isinstance(e, bytes))
+
+
+def both_ways(body: bytes, direction: str, **limits: int) -> list[bytes | int | None]:
+    """The outcome of reading body in one direction, fed whole and then one byte at a time."""
+    if direction == "response":
+        raw = body + _NEXT_RESPONSE
+        return [decode_response([raw], **limits), decode_response(bytewise(raw), **limits)]
+    raw = post_chunked(body) + get()
+    return [decode_request([raw], **limits), decode_request(bytewise(raw), **limits)]
+
+
+@pytest.mark.parametrize("direction", ["response", "request"])
+@pytest.mark.parametrize(("body", "expected"), CHUNKED_BODIES)
+def test_chunked_body_reads_the_same_in_both_directions(body: bytes, expected: bytes | int, direction: str) -> None:
+    """A chunked body gives the same payload or error status as a response and as a request, whole or bytewise."""
+    limits = REQUEST_LIMITS if direction == "response" else {}
+    assert both_ways(body, direction, **limits) == [expected, expected]
+
+
+# Bodies at the edge of each limit: (body, decoder limits, RequestParser limits, expected).
+_ONE_KIB_EXT = b"5;" + b"e" * (4096 - len(b"5;\r\n")) + b"\r\nhello\r\n0\r\n\r\n"  # size line of 4096 with CRLF
+CHUNKED_LIMITS: list[Any] = [
+    pytest.param(b"5\r\nhello\r\n5\r\nworld\r\n0\r\n\r\n", {"max_body_bytes": 10}, {"max_body_bytes": 10},
+                 b"helloworld", id="body-at-limit"),
+    pytest.param(b"5\r\nhello\r\n6\r\nworld!\r\n0\r\n\r\n", {"max_body_bytes": 10}, {"max_body_bytes": 10},
+                 413, id="body-over-limit"),
+    pytest.param(b"b\r\nhello", {"max_body_bytes": 10}, {"max_body_bytes": 10}, 413, id="body-refused-on-size-line"),
+    pytest.param(_ONE_KIB_EXT, {"max_size_line_bytes": 4096}, {}, b"hello", id="size-line-at-limit"),
+    pytest.param(_ONE_KIB_EXT.replace(b"5;", b"5;e", 1), {"max_size_line_bytes": 4096}, {}, 400,
+                 id="size-line-over-limit"),
+    pytest.param(b"0\r\nX-T: " + b"a" * 251 + b"\r\n\r\n", {"max_trailer_bytes": 256}, {"max_header_bytes": 256},
+                 b"", id="trailer-block-at-limit"),
+    pytest.param(b"0\r\nX-T: " + b"a" * 252 + b"\r\n\r\n", {"max_trailer_bytes": 256}, {"max_header_bytes": 256},
+                 431, id="trailer-block-over-limit"),
+    pytest.param(b"0\r\nA: 1\r\nB: 2\r\n\r\n", {"max_trailer_count": 2}, {"max_header_count": 2}, b"",
+                 id="trailer-count-at-limit"),
+    pytest.param(b"0\r\nA: 1\r\nB: 2\r\nC: 3\r\n\r\n", {"max_trailer_count": 2}, {"max_header_count": 2}, 431,
+                 id="trailer-count-over-limit"),
+]
+
+
+@pytest.mark.parametrize("direction", ["response", "request"])
+@pytest.mark.parametrize(("body", "decoder_limits", "parser_limits", "expected"), CHUNKED_LIMITS)
+def test_chunked_limits_hold_in_both_directions(
+    body: bytes, decoder_limits: dict[str, int], parser_limits: dict[str, int], expected: bytes | int, direction: str
+) -> None:
+    """Each chunked-body limit accepts a body exactly at it and refuses one byte more with its status, both ways."""
+    limits = decoder_limits if direction == "response" else parser_limits
+    assert both_ways(body, direction, **limits) == [expected, expected]
+
+
+def test_response_decoder_defaults_suit_an_endless_stream() -> None:
+    """By default a response body has no total limit and its size line is limited to 1 KiB with its CRLF."""
+    big = b"100000\r\n" + b"x" * 0x100000 + b"\r\n"
+    assert decode_response([big * 3 + b"0\r\n\r\n" + _NEXT_RESPONSE]) == b"x" * 0x300000
+    line = b"5;" + b"e" * (1024 - len(b"5;\r\n")) + b"\r\n"
+    assert decode_response([line + b"hello\r\n0\r\n\r\n" + _NEXT_RESPONSE]) == b"hello"
+    assert decode_response([line[:2] + b"e" + line[2:] + b"hello\r\n0\r\n\r\n"]) == 400
+
+
+def test_request_head_keeps_no_trailers() -> None:
+    """Trailers are checked and dropped (RFC 9112 §7.1.2): the head has no field for them."""
+    assert "trailers" not in {f.name for f in dataclasses.fields(RequestHead)}
+    assert matches(parse([CHUNKED_EXT_TRAILERS + get()]), [H(chunked=True), b"hello world", END, H(path="/healthz")])
+
+
+@pytest.mark.parametrize("split", ["whole", "bytewise"])
+def test_decoder_reports_chunk_boundaries(split: str) -> None:
+    """With keep_chunks, chunks holds each chunk's payload however the bytes arrived."""
+    wire = b"5;x=1\r\nhello\r\n1\r\n \r\n5\r\nworld\r\n0\r\nX-T: 1\r\n\r\n"
+    decoder = ChunkedDecoder(keep_chunks=True)
+    payload = b"".join(decoder.feed(p) for p in ([wire] if split == "whole" else bytewise(wire)))
+    assert payload == b"hello world" and decoder.done
+    assert decoder.chunks == [b"hello", b" ", b"world"]
+    assert ChunkedDecoder().chunks is None
+
+
+def test_decoder_refuses_a_wrong_size_rather_than_splitting_elsewhere() -> None:
+    """A size line that does not match its payload raises; it never yields differently cut chunks."""
+    for wire in (b"4\r\nhello\r\n0\r\n\r\n", b"6\r\nhello\r\n0\r\n\r\n"):
+        decoder = ChunkedDecoder(keep_chunks=True)
+        with pytest.raises(ProtocolError) as info:
+            decoder.feed(wire)
+        assert info.value.status == 400 and decoder.chunks == []
+
+
+def test_safe_feed_bytes_never_reads_past_the_body() -> None:
+    """Feeding exactly safe_feed_bytes at a time ends on the body's last byte, leaving the next message unread."""
+    wire = b"1a;e\r\n" + b"z" * 26 + b"\r\n3\r\nabc\r\n0\r\nX-T: 1\r\n\r\n"
+    stream = wire + _NEXT_RESPONSE
+    decoder, pos, payload = ChunkedDecoder(), 0, b""
+    while not decoder.done:
+        want = decoder.safe_feed_bytes
+        assert want > 0
+        payload += decoder.feed(stream[pos : pos + want])
+        pos += want
+    assert pos == len(wire) and decoder.extra == b"" and decoder.safe_feed_bytes == 0
+    assert payload == b"z" * 26 + b"abc"
+
+
+def test_decoder_stays_broken_after_error() -> None:
+    """After a framing error the decoder refuses every later feed, even of a valid body."""
+    decoder = ChunkedDecoder()
+    with pytest.raises(ProtocolError):
+        decoder.feed(b"5\r\nhelloXX")
+    for _ in range(2):
+        with pytest.raises(ProtocolError):
+            decoder.feed(b"0\r\n\r\n")
+
+
+def test_bytes_after_the_body_are_kept() -> None:
+    """Whatever follows the last chunk is extra for feed() and stays in the parser's buffer for the next request."""
+    decoder = ChunkedDecoder()
+    assert decoder.feed(b"3\r\nabc\r\n0\r\n\r\nHTTP/1.1 2") == b"abc" and decoder.extra == b"HTTP/1.1 2"
+    assert decoder.feed(b"00 OK") == b"" and decoder.extra == b"HTTP/1.1 200 OK"
+    parser = RequestParser()
+    parser.feed(post_chunked(b"3\r\nabc\r\n0\r\n\r\n") + b"GET /n")
+    events = [parser.next_event() for _ in range(4)]
+    assert events[1:] == [b"abc", END_OF_MESSAGE, NEED_DATA] and parser.buffered == len(b"GET /n")
+
+
+def test_chunked_body_dripped_a_byte_at_a_time_is_linear() -> None:
+    """A body with a long size line and a 60 KB trailer block fed a byte per feed scans a bounded amount per feed."""
+
+    class CountingBuffer(bytearray):
+        """A decoder buffer that counts the bytes its find() calls examine."""
+
+        scanned = 0
+
+        def find(self, sub: Any, start: Any = 0, end: Any = None) -> int:
+            stop = len(self) if end is None else min(end, len(self))
+            found = super().find(sub, start, stop)
+            self.scanned += max(0, (found + len(sub) if found >= 0 else stop) - start)
+            return found
+
+    body = (b"5;" + b"e" * 3000 + b"\r\nhello\r\n0\r\n"
+            + b"".join(b"X-%d: " % i + b"v" * 600 + b"\r\n" for i in range(99)) + b"\r\n")
+    assert 60_000 < len(body) < 64 * 1024
+    decoder = ChunkedDecoder(max_size_line_bytes=4096)
+    buf = decoder._buf = CountingBuffer()  # feed() scans its buffer with find()
+    per_feed = []
+    for piece in bytewise(body + _NEXT_RESPONSE):
+        before = buf.scanned
+        decoder.feed(piece)
+        per_feed.append(buf.scanned - before)
+    assert decoder.done and decoder.extra == _NEXT_RESPONSE and buf.scanned >= len(body) - 1
+    assert max(per_feed) <= 64, max(per_feed)  # rescanning from the start would cost thousands
+
+
+async def test_test_client_refuses_a_chunked_reply_with_a_wrong_size() -> None:
+    """The socket tests' client reads chunked replies with the strict decoder: a wrong size line fails the read."""
+    good, bad = asyncio.StreamReader(), asyncio.StreamReader()
+    head = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+    good.feed_data(head + b"5\r\nhello\r\n1\r\n!\r\n0\r\n\r\n" + head)
+    bad.feed_data(head + b"4\r\nhello\r\n0\r\n\r\n")
+    reply = await read_reply(good)
+    assert reply.chunks == [b"hello", b"!"] and reply.body == b"hello!"
+    assert (await read_head(good)).status == 200  # the next reply was left in the reader
+    with pytest.raises(ProtocolError):
+        await read_reply(bad)

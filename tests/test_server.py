@@ -440,7 +440,7 @@ async def test_connection_cap_answers_503_with_retry_after(start_server: StartSe
 
 
 async def test_chunked_streaming_one_chunk_per_item(server: Server) -> None:
-    """A StreamingResponse on HTTP/1.1 is chunked, one chunk per item, and the connection is kept."""
+    """A StreamingResponse on HTTP/1.1 is chunked, one rightly sized chunk per item, and the connection is kept."""
     reader, writer = await connect(server)
     try:
         async with asyncio.timeout(5):
