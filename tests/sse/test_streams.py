@@ -318,18 +318,24 @@ async def test_post_stream_for_fetch_clients(start_server: StartServer) -> None:
     await client.close()
 
 
-async def test_producer_error_ends_stream_cleanly(start_server: StartServer, caplog) -> None:
-    """A producer that raises ends the stream with a proper last chunk and no traceback to the client."""
+async def test_producer_error_cuts_the_stream_visibly(start_server: StartServer, caplog) -> None:
+    """A producer that raises cuts the stream without its last chunk (it is not complete) and
+    shows the client no traceback."""
     server = await start_server(producer_app({}))
     client = await SSEClient.connect(server.port, "/broken")
     events = await client.read_until_end()
     assert [e.data for e in events] == ["one"]
-    assert client.ended
+    assert client.ended and not client.complete
     failures = [r for r in caplog.records if "producer failed" in r.getMessage()]
     assert failures and failures[0].exc_info is not None  # logged once, with the traceback
     await client.close()
-    reply = await exchange("127.0.0.1", server.port, b"GET /broken HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
-    assert b"Traceback" not in reply.body and b"RuntimeError" not in reply.body
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    writer.write(b"GET /broken HTTP/1.1\r\nHost: t\r\n\r\n")
+    async with asyncio.timeout(5):
+        raw = await reader.read(-1)  # everything until the server cuts the connection
+    writer.close()
+    assert raw.startswith(b"HTTP/1.1 200") and not raw.endswith(b"0\r\n\r\n")
+    assert b"Traceback" not in raw and b"RuntimeError" not in raw
 
 
 async def test_http10_subscriber_gets_close_delimited_stream(start_server: StartServer) -> None:
@@ -355,7 +361,7 @@ async def test_shutdown_sends_jittered_retry_and_ends_streams(start_server: Star
     retries = []
     for c in clients:
         await c.read_until_end(timeout=5)
-        assert c.ended
+        assert c.complete  # a channel stream cut by shutdown ends cleanly, after its retry
         retries.append(c.parser.retry_ms)
         await c.close()
     assert all(1000 <= r <= 5000 for r in retries)
