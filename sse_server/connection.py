@@ -118,6 +118,8 @@ class Host(Protocol):
     def connections(self) -> Sized: ...
     @property
     def shutting_down(self) -> bool: ...
+    @property
+    def max_connections(self) -> int: ...
 
     async def handle(self, request: Request) -> AnyResponse: ...
     def track(self, conn: Connection) -> None: ...
@@ -170,7 +172,7 @@ class Connection(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         self.client = (peer[0], peer[1]) if isinstance(peer, tuple) else None
         server = self.server
-        if server.shutting_down or len(server.connections) >= server.config.max_connections:
+        if server.shutting_down or len(server.connections) >= server.max_connections:
             retry = "1" if server.shutting_down else "5"
             self._closing = True
             self.transport.write(self._error_bytes(503, "server is at its connection limit", [("Retry-After", retry)]))

@@ -20,6 +20,7 @@ import logging
 from .app import AnyResponse, App, Request
 from .config import Config
 from .connection import Connection, Exchange
+from .limits import EmfileLog, connection_cap, raise_nofile_limit
 from .middleware.access_log import access_log
 
 __all__ = ["Server"]
@@ -44,6 +45,8 @@ class Server:
         self._shutdown_task: asyncio.Task[None] | None = None
         self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
         self._handle = app.handler(outer=[access_log] if self.config.access_log else [])
+        self.max_connections = self.config.max_connections  # lowered at start to fit the descriptor limit
+        self._emfile_log: EmfileLog | None = None
 
     async def handle(self, request: Request) -> AnyResponse:
         """The app's answer to one request, through the server's and the app's middleware."""
@@ -58,6 +61,13 @@ class Server:
     async def start(self) -> None:
         """Run the app's start-up hooks and bind; returns once the port is listening."""
         self.loop = asyncio.get_running_loop()
+        nofile = raise_nofile_limit()
+        self.max_connections = connection_cap(self.config.max_connections, nofile)
+        if self.max_connections < self.config.max_connections:
+            log.warning("serving at most %d connections, not %d: the process may open %d file descriptors "
+                        "and keeps some in reserve", self.max_connections, self.config.max_connections, nofile)
+        self._emfile_log = EmfileLog(self.loop.get_exception_handler())
+        self.loop.set_exception_handler(self._emfile_log)
         for hook in self.app.on_startup:
             await hook()
         self._idle.set()
@@ -157,6 +167,10 @@ class Server:
                 log.exception("shutdown hook failed")
         if self._sweeper is not None:
             self._sweeper.cancel()
+        emfile_log = self._emfile_log
+        if emfile_log is not None:
+            if self.loop.get_exception_handler() == emfile_log:  # nobody replaced it since
+                self.loop.set_exception_handler(emfile_log.previous)
         self._stopped.set()
         if self._listener is not None:
             await self._listener.wait_closed()
