@@ -1,6 +1,9 @@
 """``python -m sse_server``: parse flags into a Config, serve an app until a signal.
 
-This is the only place that calls ``sys.exit``.
+This is the only place that calls ``sys.exit``. Every flag value is checked by its
+``type=`` validator, so nonsense (``--port 70000``, ``--backlog 0``, ``--heartbeat nan``)
+is an argparse error naming the flag and exit status 2, never a traceback from deep in
+the server. The legal range of each flag is in its help where it is not obvious.
 """
 
 from __future__ import annotations
@@ -12,81 +15,152 @@ import gc
 import importlib
 import inspect
 import logging
+import math
+import os
 import signal
 import sys
+from collections.abc import Callable
+from types import ModuleType
 
+from . import __version__
 from .app import App
 from .config import Config
 from .server import Server
 
-__all__ = ["main", "build_parser", "load_app"]
+__all__ = ["main", "build_parser", "load_app", "AppSpecError"]
 
 log = logging.getLogger("sse_server")
 
 _DEFAULTS = Config()
 
+# listen() and setsockopt() take a C int: a larger backlog fails at bind, a larger
+# send buffer on every stream.
+_C_INT_MAX = 2**31 - 1
+LOG_LEVELS = ("debug", "info", "warning", "error")
 
-def build_parser() -> argparse.ArgumentParser:
+
+def _int_range(low: int, high: int | None = None) -> Callable[[str], int]:
+    """An argparse ``type=`` for an integer in ``[low, high]`` (no upper bound when None)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+        if high is not None and not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be between {low} and {high}, got {value}")
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+        return value
+
+    return parse
+
+
+def _finite(*, positive: bool) -> Callable[[str], float]:
+    """An argparse ``type=`` for a finite float, ``> 0`` if ``positive`` else ``>= 0``.
+
+    ``nan`` and ``inf`` are refused: a nan deadline never compares true, and where
+    "never" makes sense a flag already spells it ``0``.
+    """
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+        if positive and value <= 0:
+            raise argparse.ArgumentTypeError(f"must be more than 0, got {text}")
+        if value < 0:
+            raise argparse.ArgumentTypeError(f"must be at least 0, got {text}")
+        return value
+
+    return parse
+
+
+_port = _int_range(0, 65535)
+_count = _int_range(1)  # a cap of 0 would refuse everything
+_size = _int_range(0)
+_positive_s = _finite(positive=True)
+_nonnegative = _finite(positive=False)
+
+
+def _log_level(text: str) -> str:
+    """Any case: ``DEBUG``, ``Info``; checked against LOG_LEVELS by ``choices``."""
+    return text.lower()
+
+
+def build_parser(prog: str = "python -m sse_server") -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m sse_server",
+        prog=prog,
         description="Serve Server-Sent Events and streamed HTML. With no --app, serves the demo.",
+        epilog="Counts and the *-bytes limits are whole numbers; seconds and milliseconds may be "
+               "fractional but not nan or inf.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
+    p.add_argument("--version", action="version", version=f"sse_server {__version__}")
     p.add_argument("--host", default=_DEFAULTS.host, help="address to bind (use :: for IPv6)")
-    p.add_argument("--port", type=int, default=_DEFAULTS.port, help="port to bind; 0 picks a free one")
+    p.add_argument("--port", type=_port, default=_DEFAULTS.port, help="port to bind, 0-65535; 0 picks a free one")
     p.add_argument("--app", default=None, metavar="MODULE:ATTR",
-                   help="serve this App instead of the demo, e.g. myproject.web:app")
-    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
-                   help="log level; info prints one access line per request")
+                   help="serve this App instead of the demo, e.g. myproject.web:app; ATTR may also be "
+                        "a function returning the App, given the Config if it takes an argument")
+    p.add_argument("--log-level", default="info", type=_log_level, choices=LOG_LEVELS,
+                   help="log level, in any case; info prints one access line per request")
     g = p.add_argument_group("limits")
-    g.add_argument("--max-request-line-bytes", type=int, default=_DEFAULTS.max_request_line_bytes,
-                   help="longest request line (414 beyond)")
-    g.add_argument("--max-header-bytes", type=int, default=_DEFAULTS.max_header_bytes,
-                   help="largest request head (431 beyond)")
-    g.add_argument("--max-header-count", type=int, default=_DEFAULTS.max_header_count,
-                   help="most request headers (431 beyond)")
-    g.add_argument("--max-body-bytes", type=int, default=_DEFAULTS.max_body_bytes,
-                   help="largest request body (413 beyond)")
-    g.add_argument("--max-connections", type=int, default=_DEFAULTS.max_connections,
-                   help="open connections before new ones get 503")
-    g.add_argument("--head-timeout", type=float, default=_DEFAULTS.head_timeout_s, dest="head_timeout_s",
-                   help="seconds to receive a whole request head (408 beyond)")
-    g.add_argument("--keepalive-timeout", type=float, default=_DEFAULTS.keepalive_timeout_s,
-                   dest="keepalive_timeout_s", help="seconds an idle keep-alive connection is kept")
-    g.add_argument("--body-timeout", type=float, default=_DEFAULTS.body_timeout_s, dest="body_timeout_s",
-                   help="seconds a declared request body has to arrive (408 beyond)")
-    g.add_argument("--write-timeout", type=float, default=_DEFAULTS.write_timeout_s, dest="write_timeout_s",
-                   help="seconds a client may take no bytes before it is dropped (streams included)")
-    g.add_argument("--shutdown-timeout", type=float, default=_DEFAULTS.shutdown_timeout_s,
-                   dest="shutdown_timeout_s", help="seconds in-flight responses get on shutdown")
-    g.add_argument("--backlog", type=int, default=_DEFAULTS.backlog,
-                   help="listen backlog: connections the kernel queues before we accept them")
+    g.add_argument("--max-request-line-bytes", type=_count, default=_DEFAULTS.max_request_line_bytes,
+                   help="longest request line (414 beyond); at least 1")
+    g.add_argument("--max-header-bytes", type=_count, default=_DEFAULTS.max_header_bytes,
+                   help="largest request head (431 beyond); at least 1")
+    g.add_argument("--max-header-count", type=_count, default=_DEFAULTS.max_header_count,
+                   help="most request headers (431 beyond); at least 1, as HTTP/1.1 requires Host")
+    g.add_argument("--max-body-bytes", type=_size, default=_DEFAULTS.max_body_bytes,
+                   help="largest request body (413 beyond); 0 refuses every body")
+    g.add_argument("--max-connections", type=_count, default=_DEFAULTS.max_connections,
+                   help="open connections before new ones get 503; at least 1")
+    g.add_argument("--head-timeout", type=_positive_s, default=_DEFAULTS.head_timeout_s, dest="head_timeout_s",
+                   help="seconds to receive a whole request head (408 beyond); more than 0")
+    g.add_argument("--keepalive-timeout", type=_positive_s, default=_DEFAULTS.keepalive_timeout_s,
+                   dest="keepalive_timeout_s", help="seconds an idle keep-alive connection is kept; more than 0")
+    g.add_argument("--body-timeout", type=_positive_s, default=_DEFAULTS.body_timeout_s, dest="body_timeout_s",
+                   help="seconds a declared request body has to arrive (408 beyond); more than 0")
+    g.add_argument("--write-timeout", type=_positive_s, default=_DEFAULTS.write_timeout_s, dest="write_timeout_s",
+                   help="seconds a client may take no bytes before it is dropped (streams included); more than 0")
+    g.add_argument("--shutdown-timeout", type=_nonnegative, default=_DEFAULTS.shutdown_timeout_s,
+                   dest="shutdown_timeout_s",
+                   help="seconds in-flight responses get on shutdown; 0 closes them at once")
+    g.add_argument("--backlog", type=_int_range(1, _C_INT_MAX), default=_DEFAULTS.backlog,
+                   help="listen backlog: connections the kernel queues before we accept them; at least 1 "
+                        "(the kernel may cap it lower)")
     s = p.add_argument_group("server-sent events")
-    s.add_argument("--heartbeat", type=float, default=_DEFAULTS.heartbeat_s, dest="heartbeat_s",
-                   help="seconds of idle before a heartbeat comment")
-    s.add_argument("--retry-ms", type=int, default=_DEFAULTS.retry_ms,
-                   help="reconnection delay hint sent to clients")
-    s.add_argument("--history-size", type=int, default=_DEFAULTS.history_size,
-                   help="events kept per channel for Last-Event-ID resume")
-    s.add_argument("--history-bytes", type=int, default=_DEFAULTS.history_bytes,
-                   help="bytes of history kept per channel (an event costs twice its encoded size)")
-    s.add_argument("--history-total-bytes", type=int, default=_DEFAULTS.history_total_bytes,
-                   help="bytes of history across all channels; least recently used channels lose events first")
-    s.add_argument("--max-event-bytes", type=int, default=_DEFAULTS.max_event_bytes,
-                   help="largest event after encoding; a bigger publish gets 413")
-    s.add_argument("--max-channels", type=int, default=_DEFAULTS.max_channels,
-                   help="channels kept; past this the least recently used idle one is forgotten")
-    s.add_argument("--max-channels-per-stream", type=int, default=_DEFAULTS.max_channels_per_stream,
-                   help="channels one GET /events stream may name (400 beyond)")
-    s.add_argument("--max-subscriber-buffer-bytes", type=int, default=_DEFAULTS.max_subscriber_buffer_bytes,
-                   help="unsent bytes a slow subscriber may hold before it is disconnected")
-    s.add_argument("--stream-send-buffer-bytes", type=int, default=_DEFAULTS.stream_send_buffer_bytes,
+    s.add_argument("--heartbeat", type=_nonnegative, default=_DEFAULTS.heartbeat_s, dest="heartbeat_s",
+                   help="seconds of idle before a heartbeat comment; 0 turns heartbeats off")
+    s.add_argument("--retry-ms", type=_int_range(-1), default=_DEFAULTS.retry_ms,
+                   help="reconnection delay hint sent to clients; -1 sends no retry: field")
+    s.add_argument("--history-size", type=_count, default=_DEFAULTS.history_size,
+                   help="events kept per channel for Last-Event-ID resume; at least 1")
+    s.add_argument("--history-bytes", type=_count, default=_DEFAULTS.history_bytes,
+                   help="bytes of history kept per channel (an event costs twice its encoded size); at least 1")
+    s.add_argument("--history-total-bytes", type=_count, default=_DEFAULTS.history_total_bytes,
+                   help="bytes of history across all channels; least recently used channels lose events first; "
+                        "at least 1")
+    s.add_argument("--max-event-bytes", type=_count, default=_DEFAULTS.max_event_bytes,
+                   help="largest event after encoding; a bigger publish gets 413; at least 1")
+    s.add_argument("--max-channels", type=_count, default=_DEFAULTS.max_channels,
+                   help="channels kept; past this the least recently used idle one is forgotten; at least 1")
+    s.add_argument("--max-channels-per-stream", type=_count, default=_DEFAULTS.max_channels_per_stream,
+                   help="channels one GET /events stream may name (400 beyond); at least 1")
+    s.add_argument("--max-subscriber-buffer-bytes", type=_size, default=_DEFAULTS.max_subscriber_buffer_bytes,
+                   help="unsent bytes a slow subscriber may hold before it is disconnected; "
+                        "0 drops it as soon as a write does not fit the kernel buffer")
+    s.add_argument("--stream-send-buffer-bytes", type=_int_range(0, _C_INT_MAX),
+                   default=_DEFAULTS.stream_send_buffer_bytes,
                    help="kernel send buffer of each stream (0: left to the kernel)")
     m = p.add_argument_group("chat model (/v1/chat/completions, /chat)")
-    m.add_argument("--model-tokens-per-s", type=float, default=_DEFAULTS.model_tokens_per_s,
+    m.add_argument("--model-tokens-per-s", type=_nonnegative, default=_DEFAULTS.model_tokens_per_s,
                    help="mock model pacing after the first token (0: all at once)")
-    m.add_argument("--model-first-token-ms", type=float, default=_DEFAULTS.model_first_token_ms,
-                   help="mock model latency before its first token")
+    m.add_argument("--model-first-token-ms", type=_nonnegative, default=_DEFAULTS.model_first_token_ms,
+                   help="mock model latency before its first token; 0 or more")
     m.add_argument("--upstream", default=_DEFAULTS.upstream_url, dest="upstream_url", metavar="URL",
                    type=_upstream_url,
                    help="relay an OpenAI-compatible API at this base URL (e.g. https://host/v1) "
@@ -106,19 +180,50 @@ def _upstream_url(url: str) -> str:
     return url
 
 
+class AppSpecError(ValueError):
+    """The user's ``--app MODULE:ATTR`` does not name an App we can serve."""
+
+
+def _import_module(module_name: str) -> ModuleType:
+    """``importlib.import_module``, telling "not there" from "there but broken"."""
+    try:
+        return importlib.import_module(module_name)
+    except Exception as e:  # the user's module ran and raised: report it, do not crash
+        # e.name is the module found missing: the one asked for, or a package on its
+        # path, means "not found"; any other was imported by the module and failed.
+        missing = e.name if isinstance(e, ModuleNotFoundError) else None
+        if missing is not None and (module_name == missing or module_name.startswith(missing + ".")):
+            raise AppSpecError(f"--app: module {missing!r} not found; is its folder on PYTHONPATH?") from None
+        raise AppSpecError(f"while importing {module_name}: {type(e).__name__}: {e}") from None
+
+
 def load_app(spec: str, config: Config | None = None) -> App:
     """Import ``module:attr``: an App, or a factory returning one, called with the
-    Config when it takes an argument (``create_app(config)``)."""
+    Config when it takes an argument (``create_app(config)``).
+
+    Raises AppSpecError when the spec does not lead to an App.
+    """
     module_name, _, attr = spec.partition(":")
     if not module_name or not attr:
-        raise ValueError(f"--app wants MODULE:ATTR, got {spec!r}")
-    module = importlib.import_module(module_name)
-    obj = getattr(module, attr)
+        raise AppSpecError(f"--app wants MODULE:ATTR, got {spec!r}")
+    if module_name.startswith("."):
+        raise AppSpecError(f"--app wants an absolute module name, got {module_name!r}")
+    module = _import_module(module_name)
+    try:
+        obj = getattr(module, attr)
+    except AttributeError:
+        raise AppSpecError(f"--app: module {module_name} has no attribute {attr!r}") from None
+    if inspect.iscoroutinefunction(obj):
+        raise AppSpecError(f"{spec} is a route handler, not an App; pass the App it is registered on "
+                           "(an App factory is a plain def returning the App)")
     if not isinstance(obj, App) and callable(obj):
         takes_config = bool(inspect.signature(obj).parameters)
-        obj = obj(config or Config()) if takes_config else obj()
+        made = obj(config or Config()) if takes_config else obj()
+        if not isinstance(made, App):
+            raise AppSpecError(f"{spec} returned {type(made).__name__}, not an sse_server.App")
+        return made
     if not isinstance(obj, App):
-        raise ValueError(f"{spec} is not an sse_server.App")
+        raise AppSpecError(f"{spec} is {type(obj).__name__}, not an sse_server.App")
     return obj
 
 
@@ -143,7 +248,10 @@ async def serve(app: App, config: Config) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
+    """The entry point of ``python -m sse_server`` and of the ``sse-server`` script."""
+    script = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    prog = script if script.startswith("sse-server") else "python -m sse_server"
+    args = build_parser(prog).parse_args(argv)
     logging.basicConfig(
         level=getattr(logging, args.log_level.upper()),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

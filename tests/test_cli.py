@@ -6,16 +6,19 @@ import asyncio
 import dataclasses
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import textwrap
+import tomllib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
+import sse_server
 from sse_server.cli import build_parser, config_from_args
 from sse_server.config import Config
 
@@ -63,6 +66,20 @@ USER_APP = textwrap.dedent(
 
 
     not_an_app = 42
+
+
+    def returns_42():
+        return 42
+
+
+    def create(config):
+        sized = App()
+
+        @sized.route("/")
+        async def index(request):
+            return PlainTextResponse(f"{config.max_body_bytes}\\n")
+
+        return sized
     """
 )
 
@@ -302,3 +319,198 @@ def test_port_in_use_exits_1(user_dir: Path) -> None:
         result = run_cli("--app", "userapp:app", "--host", "127.0.0.1", "--port", str(port), cwd=user_dir)
     assert result.returncode == 1
     assert "cannot serve" in result.stderr and "Traceback" not in result.stderr
+
+
+# Bad values, each with the flag the error must name. Every numeric flag has at least
+# one row (test_every_numeric_flag_has_a_bad_case keeps it so).
+BAD_INVOCATIONS = [
+    (["--port", "70000"], "--port"),
+    (["--port", "-1"], "--port"),
+    (["--port", "http"], "--port"),
+    (["--max-request-line-bytes", "0"], "--max-request-line-bytes"),
+    (["--max-header-bytes", "0"], "--max-header-bytes"),
+    (["--max-header-count", "0"], "--max-header-count"),
+    (["--max-body-bytes", "-1"], "--max-body-bytes"),
+    (["--max-body-bytes", "1.5"], "--max-body-bytes"),
+    (["--max-connections", "0"], "--max-connections"),
+    (["--head-timeout", "0"], "--head-timeout"),
+    (["--head-timeout", "-1"], "--head-timeout"),
+    (["--keepalive-timeout", "nan"], "--keepalive-timeout"),
+    (["--body-timeout", "inf"], "--body-timeout"),
+    (["--write-timeout", "0"], "--write-timeout"),
+    (["--write-timeout", "nan"], "--write-timeout"),
+    (["--shutdown-timeout", "-0.5"], "--shutdown-timeout"),
+    (["--backlog", "0"], "--backlog"),
+    (["--backlog", str(2**31)], "--backlog"),
+    (["--heartbeat", "-1"], "--heartbeat"),
+    (["--heartbeat", "nan"], "--heartbeat"),
+    (["--heartbeat", "inf"], "--heartbeat"),
+    (["--retry-ms", "-2"], "--retry-ms"),
+    (["--retry-ms", "1.5"], "--retry-ms"),
+    (["--history-size", "0"], "--history-size"),
+    (["--history-bytes", "0"], "--history-bytes"),
+    (["--history-total-bytes", "-1"], "--history-total-bytes"),
+    (["--max-event-bytes", "0"], "--max-event-bytes"),
+    (["--max-channels", "0"], "--max-channels"),
+    (["--max-channels-per-stream", "0"], "--max-channels-per-stream"),
+    (["--max-subscriber-buffer-bytes", "-1"], "--max-subscriber-buffer-bytes"),
+    (["--stream-send-buffer-bytes", "-1"], "--stream-send-buffer-bytes"),
+    (["--stream-send-buffer-bytes", str(2**31)], "--stream-send-buffer-bytes"),
+    (["--model-tokens-per-s", "-1"], "--model-tokens-per-s"),
+    (["--model-tokens-per-s", "inf"], "--model-tokens-per-s"),
+    (["--model-first-token-ms", "nan"], "--model-first-token-ms"),
+    (["--model-first-token-ms", "-1"], "--model-first-token-ms"),
+    (["--log-level", "loud"], "--log-level"),
+]
+
+
+@pytest.mark.parametrize(("args", "flag"), BAD_INVOCATIONS, ids=[" ".join(a) for a, _ in BAD_INVOCATIONS])
+def test_bad_flag_value_is_an_argparse_error(tmp_path: Path, args: list[str], flag: str) -> None:
+    """A nonsense flag value is exit code 2 and one argparse error naming the flag, not a traceback."""
+    result = run_cli("--port", "0", *args, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert f"error: argument {flag}:" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_bad_flag_value_says_what_is_legal(tmp_path: Path) -> None:
+    """The error gives the legal range and the value refused."""
+    result = run_cli("--port", "70000", cwd=tmp_path)
+    assert "argument --port: must be between 0 and 65535, got 70000" in result.stderr
+    result = run_cli("--heartbeat", "nan", cwd=tmp_path)
+    assert "argument --heartbeat: must be a finite number, got 'nan'" in result.stderr
+
+
+def test_every_numeric_flag_has_a_bad_case() -> None:
+    """Each int or float Config field's flag appears in BAD_INVOCATIONS, so a new flag cannot skip validation."""
+    defaults = Config()
+    numeric = {flag for name, flag in config_flags().items()
+               if isinstance(getattr(defaults, name), int | float) and not isinstance(getattr(defaults, name), bool)}
+    covered = {flag for _, flag in BAD_INVOCATIONS}
+    assert not (missing := sorted(numeric - covered)), f"no bad value tested for {missing}"
+
+
+@pytest.mark.parametrize(
+    ("args", "field", "expected"),
+    [
+        (["--port", "0"], "port", 0),
+        (["--port", "65535"], "port", 65535),
+        (["--heartbeat", "0"], "heartbeat_s", 0.0),  # heartbeats off
+        (["--retry-ms", "-1"], "retry_ms", -1),  # no retry: field (sse/streams.py)
+        (["--retry-ms", "0"], "retry_ms", 0),
+        (["--stream-send-buffer-bytes", "0"], "stream_send_buffer_bytes", 0),  # left to the kernel
+        (["--max-body-bytes", "0"], "max_body_bytes", 0),
+        (["--max-subscriber-buffer-bytes", "0"], "max_subscriber_buffer_bytes", 0),
+        (["--shutdown-timeout", "0"], "shutdown_timeout_s", 0.0),
+        (["--head-timeout", "0.25"], "head_timeout_s", 0.25),
+        (["--model-tokens-per-s", "0"], "model_tokens_per_s", 0.0),
+        (["--model-first-token-ms", "0"], "model_first_token_ms", 0.0),
+        (["--history-size", "1"], "history_size", 1),
+        (["--backlog", "1"], "backlog", 1),
+    ],
+)
+def test_edge_values_that_mean_something_are_accepted(args: list[str], field: str, expected: object) -> None:
+    """The edge values the help documents (0 = off, -1 = no retry hint, ...) parse into the Config."""
+    assert getattr(config_from_args(build_parser().parse_args(args)), field) == expected
+
+
+@pytest.mark.parametrize("given", ["DEBUG", "Info", "warning", "ERROR"])
+def test_log_level_in_any_case(given: str) -> None:
+    """--log-level takes a level in any case."""
+    assert build_parser().parse_args(["--log-level", given]).log_level == given.lower()
+
+
+async def test_log_level_upper_case_serves_at_debug(cli) -> None:  # type: ignore[no-untyped-def]
+    """--log-level DEBUG starts a server that logs at debug level and stops on SIGTERM with code 0."""
+    running = await cli("--app", "userapp:app", "--log-level", "DEBUG")
+    running.proc.send_signal(signal.SIGTERM)
+    async with asyncio.timeout(10):
+        assert await running.proc.wait() == 0
+        await running.drained  # type: ignore[misc]
+    assert any(" DEBUG " in line for line in running.lines), "".join(running.lines)
+    assert not any("Traceback" in line for line in running.lines)
+
+
+def test_version_prints_the_package_version(tmp_path: Path) -> None:
+    """--version prints `sse_server <version>` and exits 0."""
+    result = run_cli("--version", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"sse_server {sse_server.__version__}\n"
+
+
+def test_pyproject_version_is_the_package_version() -> None:
+    """pyproject's version is sse_server.__version__ (read from it, or equal to it)."""
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())
+    if "version" in project["project"]:
+        assert project["project"]["version"] == sse_server.__version__
+    else:
+        assert "version" in project["project"]["dynamic"]
+        assert project["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "sse_server.__version__"}
+
+
+def test_pyproject_declares_the_console_script() -> None:
+    """pyproject installs `sse-server`, running sse_server.cli:main."""
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())
+    assert project["project"]["scripts"]["sse-server"] == "sse_server.cli:main"
+
+
+def test_console_script_runs(tmp_path: Path) -> None:
+    """The installed `sse-server` script prints the version and refuses a bad flag under its own name."""
+    script = shutil.which("sse-server")
+    if script is None:
+        pytest.skip("sse-server is not on PATH: install the package first (pip install -e .)")
+    result = subprocess.run([script, "--version"], cwd=tmp_path, env=env_for(tmp_path),
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"sse_server {sse_server.__version__}\n"
+    result = subprocess.run([script, "--port", "70000"], cwd=tmp_path, env=env_for(tmp_path),
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2
+    assert "sse-server: error: argument --port:" in result.stderr and "Traceback" not in result.stderr
+
+
+BROKEN_MODULES = {
+    "broken_dependency.py": "import nosuchdependency\n",
+    "broken_name.py": "app = undefined_name\n",
+    "broken_syntax.py": "def app(:\n",
+    "userpkg/__init__.py": "",
+}
+
+
+@pytest.mark.parametrize(
+    ("spec", "messages"),
+    [
+        ("broken_dependency:app",
+         ["error: while importing broken_dependency: ModuleNotFoundError: No module named 'nosuchdependency'"]),
+        ("broken_name:app", ["error: while importing broken_name: NameError: name 'undefined_name' is not defined"]),
+        ("broken_syntax:app", ["error: while importing broken_syntax: SyntaxError:"]),
+        ("nosuchmodule:app", ["module 'nosuchmodule' not found"]),
+        ("userpkg.nosub:app", ["module 'userpkg.nosub' not found"]),
+        ("nosuchpkg.sub:app", ["module 'nosuchpkg' not found"]),
+        ("userapp:missing", ["module userapp has no attribute 'missing'"]),
+        ("userapp:hello", ["userapp:hello is a route handler, not an App; pass the App it is registered on"]),
+        ("userapp:returns_42", ["userapp:returns_42 returned int, not an sse_server.App"]),
+        ("userapp:not_an_app", ["userapp:not_an_app is int, not an sse_server.App"]),
+        (":app", ["MODULE:ATTR"]),
+        (".userapp:app", ["absolute module name"]),
+    ],
+)
+def test_app_errors_say_what_is_wrong(user_dir: Path, spec: str, messages: list[str]) -> None:
+    """Each way --app can miss an App has its own one-line message and exit code 2, no traceback."""
+    for name, text in BROKEN_MODULES.items():
+        (user_dir / name).parent.mkdir(exist_ok=True)
+        (user_dir / name).write_text(text)
+    result = run_cli("--app", spec, "--port", "0", cwd=user_dir)
+    assert result.returncode == 2, result.stderr
+    assert all(m in result.stderr for m in messages), result.stderr
+    assert "Traceback" not in result.stderr
+    if spec.startswith("broken_"):
+        assert "not found" not in result.stderr  # it exists: its own import failed
+
+
+async def test_app_factory_taking_a_parameter_gets_the_config(cli) -> None:  # type: ignore[no-untyped-def]
+    """--app module:factory(config) is called with the Config the flags built."""
+    running = await cli("--app", "userapp:create", "--max-body-bytes", "123")
+    async with asyncio.timeout(5):
+        reply = await exchange(running.host, running.port, get(b"/"))
+    assert reply.status == 200 and reply.body == b"123\n"
