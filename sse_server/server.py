@@ -169,8 +169,9 @@ class Server:
             self._sweeper.cancel()
         emfile_log = self._emfile_log
         if emfile_log is not None:
-            if self.loop.get_exception_handler() == emfile_log:  # nobody replaced it since
-                self.loop.set_exception_handler(emfile_log.previous)
+            previous = emfile_log.previous
+            if self.loop.get_exception_handler() is emfile_log:  # nobody replaced it since
+                self.loop.set_exception_handler(previous)
         self._stopped.set()
         if self._listener is not None:
             await self._listener.wait_closed()
