@@ -78,13 +78,13 @@ class APIError(Exception):
         param: str | None = None,
         code: str | None = None,
     ) -> None:
-        # Every field may quote the client or an upstream: none may hold what UTF-8 cannot carry.
-        message = utf8_safe(message)
+        # Every field may quote the client or an upstream (whose fields may not even be
+        # strings): no string in it may hold what UTF-8 cannot carry.
+        message = _encodable(message)
         super().__init__(message)
         self.status = status
-        self.error = {"message": message, "type": utf8_safe(type),
-                      "param": None if param is None else utf8_safe(param),
-                      "code": None if code is None else utf8_safe(code)}
+        self.error = {"message": message, "type": _encodable(type), "param": _encodable(param),
+                      "code": _encodable(code)}
 
     @classmethod
     def from_upstream(cls, e: UpstreamError) -> APIError:
@@ -93,6 +93,10 @@ class APIError(Exception):
     def body(self) -> dict[str, Any]:
         """The JSON body to answer with, under ``self.status``."""
         return {"error": self.error}
+
+
+def _encodable(value: Any) -> Any:
+    return utf8_safe(value) if isinstance(value, str) else value
 
 
 def missing_parameter(param: str) -> APIError:

@@ -203,3 +203,9 @@ def test_decode_json_body_refuses_hostile_json(raw: bytes, reason: str) -> None:
 def test_decode_json_body_replaces_lone_surrogates() -> None:
     """A lone surrogate anywhere in a chat body becomes '?' as it is loaded."""
     assert decode_json_body(b'{"model": "\\ud800", "stop": ["\\udfff"]}') == {"model": "?", "stop": ["?"]}
+
+
+def test_upstream_error_fields_that_are_not_strings_pass_through() -> None:
+    """An upstream 4xx whose type, param or code is not a string is relayed as it said it."""
+    error = upstream_error(400, b'{"error": {"message": "m\\ud800", "type": 7, "param": ["p"], "code": null}}')
+    assert error.error == {"message": "m?", "type": 7, "param": ["p"], "code": None}
