@@ -36,6 +36,7 @@ from urllib.parse import parse_qs
 
 from .http11 import REASONS, ProtocolError
 from .routing import MethodNotAllowed, NotFound, Router
+from .untrusted import BadJSON, load_json
 
 if TYPE_CHECKING:
     from .channels import EncodedEvent
@@ -180,10 +181,12 @@ class Request:
             raise HTTPError(400, "request body is not UTF-8") from None
 
     async def json(self) -> Any:
+        """The body's JSON value; 400 for anything ``untrusted.load_json`` refuses
+        (not UTF-8, not JSON, nested too deeply, a lone surrogate, NaN or 1e999)."""
         try:
-            return json.loads(await self.body())
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise HTTPError(400, f"request body is not JSON: {e}") from None
+            return load_json(await self.body())
+        except BadJSON as e:
+            raise HTTPError(400, f"request body is not JSON we accept: {e}") from None
 
     def on_finish(self, callback: Callable[[Outcome], None]) -> None:
         """Call ``callback(outcome)`` once the response has ended, streams included."""

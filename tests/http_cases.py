@@ -3,6 +3,12 @@
 HOSTILE maps malformed or smuggling-shaped requests to the status the server must
 answer with. Requests whose fault is in the body go to POST /echo, which reads it,
 so over a real socket the fault is met and answered too.
+
+HOSTILE_ROUTES and HARMLESS_ROUTES are well-framed requests whose *values* once
+broke the demo app's routes (sse_server.demo) with a 500: deep JSON, lone
+surrogates, 5,000-digit and non-ASCII integers. Each row is the request, the
+status it must get and a fragment of the body saying why; HARMLESS_ROUTES are
+the ones where a clean 2xx is the right answer.
 """
 
 from __future__ import annotations
@@ -199,3 +205,119 @@ def mutate(rng: random.Random, raw: bytes) -> bytes:
         else:
             data[pos:pos] = data[pos : pos + rng.randint(1, 8)]  # duplicate a slice
     return bytes(data)
+
+
+# -- hostile values for the demo app's routes -------------------------------------------
+
+MODEL = b"sse-mock-1"  # sse_server.ai.mockmodel.MOCK_MODEL
+_MESSAGES = b'"messages":[{"role":"user","content":"hi"}]'
+_DEEP = 200_000  # far past any recursion limit; 400 KB, under the chat body limit
+_DIGITS = b"9" * 5_000  # past int()'s 4,300-digit limit
+
+
+def post_json(target: bytes, body: bytes, *headers: bytes) -> bytes:
+    """A POST of ``body`` as JSON, with its Content-Length unless a header gives one."""
+    length = () if any(h.lower().startswith(b"content-length:") for h in headers) else (
+        b"Content-Length: %d" % len(body),)
+    return req(b"POST " + target + b" HTTP/1.1", b"Host: t", b"Content-Type: application/json",
+               *length, *headers, body=body)
+
+
+def chat_body(fields: bytes = b"") -> bytes:
+    """A chat body naming the mock model with one message, plus ``fields`` (``b'"n":1'``)."""
+    return b'{"model":"' + MODEL + b'",' + _MESSAGES + (b"," + fields if fields else b"") + b"}"
+
+
+def chat(fields: bytes, target: bytes = b"/v1/chat/completions", *headers: bytes) -> bytes:
+    """A POST of ``chat_body(fields)``."""
+    return post_json(target, chat_body(fields), *headers)
+
+
+_DEEP_ARRAY = b"[" * _DEEP + b"]" * _DEEP
+_ZEROS_CL = b"Content-Length: " + b"0" * 5_000
+
+HOSTILE_ROUTES: list = [
+    # -- JSON nested past the recursion limit: RecursionError -----------------------
+    pytest.param(post_json(b"/v1/chat/completions", _DEEP_ARRAY), 400, b"nested too deeply", id="v1-deep-array"),
+    pytest.param(post_json(b"/v1/chat/completions", b'{"":' * (_DEEP // 2) + b"1" + b"}" * (_DEEP // 2)), 400,
+                 b"nested too deeply", id="v1-deep-object"),
+    pytest.param(chat(b'"tools":' + _DEEP_ARRAY), 400, b"nested too deeply", id="v1-deep-field"),
+    pytest.param(post_json(b"/chat/streams", _DEEP_ARRAY), 400, b"nested too deeply", id="streams-deep-array"),
+    # -- lone surrogates echoed in an error ------------------------------------------
+    pytest.param(post_json(b"/v1/chat/completions", b'{"model":"\\ud800",' + _MESSAGES + b"}"), 404,
+                 b"The model '?' does not exist", id="v1-model-lone-surrogate"),
+    pytest.param(post_json(b"/chat/streams", b'{"model":"\\udfff",' + _MESSAGES + b"}"), 404,
+                 b"The model '?' does not exist", id="streams-model-lone-surrogate"),
+    pytest.param(post_json(b"/v1/chat/completions", b'{"model":"' + MODEL
+                           + b'","messages":[{"role":"\\ud800x","content":"hi"}]}'), 400,
+                 b"Invalid value: '?x'", id="v1-role-lone-surrogate"),
+    pytest.param(get(b"/v1/models/%ED%A0%80"), 404, "The model '\ufffd".encode(), id="model-path-encoded-surrogate"),
+    # -- numbers JSON can spell but Python will not hold -----------------------------
+    pytest.param(chat(b'"max_tokens":' + _DIGITS), 400, b"a number has too many digits",
+                 id="v1-max-tokens-5000-digits"),
+    pytest.param(chat(b'"n":' + _DIGITS), 400, b"a number has too many digits", id="v1-n-5000-digits"),
+    pytest.param(chat(b'"max_completion_tokens":' + b"9" * 4_000), 400, b"out of range; expected 1 to",
+                 id="v1-max-completion-tokens-4000-digits"),
+    pytest.param(chat(b'"max_tokens":"\xc2\xb2"'), 400, b"expected an integer", id="v1-max-tokens-superscript"),
+    pytest.param(chat(b'"temperature":1e999'), 400, b"a number is too large", id="v1-temperature-1e999"),
+    pytest.param(chat(b'"max_tokens":-1e999'), 400, b"a number is too large", id="v1-max-tokens-minus-1e999"),
+    pytest.param(chat(b'"top_p":NaN'), 400, b"NaN is not a JSON number", id="v1-nan"),
+    pytest.param(chat(b'"top_p":-Infinity'), 400, b"-Infinity is not a JSON number", id="v1-minus-infinity"),
+    # -- Content-Length with thousands of leading zeros (the ai body reader re-checks it)
+    pytest.param(post_json(b"/v1/chat/completions", b"[]", _ZEROS_CL + b"2"), 400, b"must be a JSON object",
+                 id="v1-cl-5000-leading-zeros"),
+    pytest.param(req(b"POST /v1/chat/completions HTTP/1.1", b"Host: t", _ZEROS_CL + b"600000"), 413,
+                 b"Request body too large", id="v1-cl-leading-zeros-over-limit"),
+    pytest.param(post_json(b"/chat/streams", b"[]", _ZEROS_CL + b"2"), 400, b"must be a JSON object",
+                 id="streams-cl-5000-leading-zeros"),
+    # -- integer query parameters: non-ASCII digits, 5,000 digits --------------------
+    pytest.param(get(b"/chat/stream?prompt=hi&max_tokens=%C2%B2"), 400, b"expected an integer",
+                 id="chat-stream-max-tokens-superscript"),
+    pytest.param(get(b"/chat/stream?prompt=hi&max_tokens=%D9%A3"), 400, b"expected an integer",
+                 id="chat-stream-max-tokens-arabic-indic"),
+    pytest.param(get(b"/chat/stream?prompt=hi&max_tokens=" + _DIGITS), 400, b"out of range; expected 1 to",
+                 id="chat-stream-max-tokens-5000-digits"),
+    pytest.param(get(b"/firehose?n=%C2%B2"), 400, b"n must be an integer", id="firehose-n-superscript"),
+    pytest.param(get(b"/firehose?size=%D9%A3"), 400, b"size must be an integer", id="firehose-size-arabic-indic"),
+    pytest.param(get(b"/firehose?n=" + _DIGITS), 400, b"n must be between 0 and", id="firehose-n-5000-digits"),
+    pytest.param(get(b"/firehose?n=1e3"), 400, b"n must be an integer", id="firehose-n-exponent"),
+    pytest.param(get(b"/suspense?delays=%C2%B2"), 400, b"delays: 1 to", id="suspense-superscript"),
+    pytest.param(get(b"/suspense?delays=100," + _DIGITS), 400, b"delays: 1 to", id="suspense-5000-digits"),
+    pytest.param(get(b"/suspense?delays=-5"), 400, b"each 0..60000 ms", id="suspense-negative"),
+    # -- channel names ---------------------------------------------------------------
+    pytest.param(get(b"/channels/a%00b/events"), 400, b"no control characters", id="channel-name-nul"),
+    pytest.param(get(b"/events?channel=" + b"c" * 201), 400, b"1 to 200 characters", id="channel-name-long"),
+]
+
+_HUGE_ID = b"Last-Event-ID: lq3k9a1b2-" + b"1" * 5_000
+
+HARMLESS_ROUTES: list = [
+    # -- a Last-Event-ID with a 5,000-digit sequence: an id never issued, so a reset --
+    pytest.param(get(b"/channels/x/events", b"Host: t", _HUGE_ID), 200, b"event: reset", id="channel-lei-5000-digits"),
+    pytest.param(get(b"/channels/x/events?last_event_id=e-" + b"1" * 5_000), 200, b"event: reset",
+                 id="channel-lei-query-5000-digits"),
+    pytest.param(get(b"/events?channel=x", b"Host: t", _HUGE_ID), 200, b"event: reset", id="events-lei-5000-digits"),
+    pytest.param(get(b"/channels/x/events", b"Host: t", b"Last-Event-ID: \xff\xfe-1"), 200, b"event: reset",
+                 id="channel-lei-latin1"),
+    # -- percent-encoded surrogates decode to U+FFFD, never to a lone surrogate --------
+    pytest.param(req(b"POST /channels/x/events?event=%ED%A0%80 HTTP/1.1", b"Host: t", b"Content-Length: 2",
+                     body=b"hi"), 202, b'"subscribers"', id="publish-event-encoded-surrogate"),
+    pytest.param(req(b"POST /channels/%ED%A0%80/events HTTP/1.1", b"Host: t", b"Content-Length: 2", body=b"hi"),
+                 202, b'"subscribers"', id="publish-channel-encoded-surrogate"),
+    pytest.param(get(b"/events?channel=%ED%A0%80"), 200, b"retry:", id="events-channel-encoded-surrogate"),
+    # -- lone surrogates in text the mock reads but need not refuse ---------------------
+    pytest.param(post_json(b"/v1/chat/completions", b'{"model":"' + MODEL
+                           + b'","messages":[{"role":"user","content":"caf\\ud800"}]}'), 200,
+                 b'"chat.completion"', id="v1-content-lone-surrogate"),
+    pytest.param(chat(b'"stop":["\\ud800"],"user":"\\udc00"'), 200, b'"chat.completion"',
+                 id="v1-stop-lone-surrogate"),
+    pytest.param(chat(b'"\\ud800":1'), 200, b'"chat.completion"', id="v1-key-lone-surrogate"),
+    pytest.param(chat(b'"stream":true,"metadata":{"k":"\\ud800"}'), 200, b"data: [DONE]",
+                 id="v1-stream-lone-surrogate"),
+    # -- leading zeros are still the number they spell --------------------------------
+    pytest.param(chat(b"", b"/v1/chat/completions", _ZEROS_CL + b"%d" % len(chat_body())), 200,
+                 b'"chat.completion"', id="v1-cl-leading-zeros-exact"),
+    pytest.param(get(b"/chat/stream?prompt=hi&max_tokens=" + b"0" * 5_000 + b"2"), 200, b"event: done",
+                 id="chat-stream-max-tokens-leading-zeros"),
+    pytest.param(get(b"/firehose?n=" + b"0" * 5_000 + b"1"), 200, b"id: 1\n", id="firehose-n-leading-zeros"),
+]

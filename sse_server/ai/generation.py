@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
-import json
 import logging
 import math
 import time
@@ -28,6 +27,7 @@ from typing import Any, Protocol
 from ..app import Sink
 from ..sse import EventStreamError, EventStreamParser, encode_event
 from ..sse.streams import EventStream
+from ..untrusted import BadJSON, load_json
 from .mockmodel import MockCompletion
 from .upstream import UpstreamError, UpstreamResponse
 from .wire import (
@@ -288,8 +288,8 @@ class RelayRun:
                     listener.finish(finish or "stop", usage)
                     return
                 try:
-                    chunk = json.loads(data)
-                except json.JSONDecodeError:
+                    chunk = load_json(data, surrogates="replace")
+                except BadJSON:
                     raise UpstreamError("upstream sent an event that is not JSON",
                                         code="upstream_bad_response") from None
                 if not isinstance(chunk, dict):

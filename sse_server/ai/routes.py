@@ -30,6 +30,7 @@ from urllib.parse import quote
 
 from ..app import App, JSONResponse, Request, Response, StreamingResponse
 from ..sse.streams import last_event_id_of
+from ..untrusted import NotAnInteger, OutOfRange, parse_int
 from .generation import CompletionStream, NamedEventStream
 from .jobs import DEFAULT_JOB_IDLE_CANCEL_S, DEFAULT_JOB_RETENTION_S, DEFAULT_MAX_JOBS, Job
 from .mockmodel import MOCK_CREATED, MOCK_MODEL, mock_complete
@@ -37,6 +38,7 @@ from .service import ChatService
 from .upstream import UpstreamError
 from .wire import (
     MAX_CHAT_BODY_BYTES,
+    MAX_TOKENS,
     MAX_UPSTREAM_ERROR_BYTES,
     APIError,
     ChatRequest,
@@ -45,6 +47,7 @@ from .wire import (
     decode_json_body,
     missing_parameter,
     model_object,
+    out_of_range,
     parse_chat_request,
     request_too_large,
     upstream_error,
@@ -106,8 +109,16 @@ async def _read_chat_body(request: Request, service: ChatService) -> tuple[bytes
     """The body bytes and their JSON, or an APIError in OpenAI's shape."""
     limit = min(MAX_CHAT_BODY_BYTES, service.config.max_body_bytes)
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise request_too_large(limit)  # answered before reading: the connection closes rather than drain it
+    if declared is not None:
+        # The HTTP parser has validated the header and frames the body by it; this only
+        # answers a body we would refuse before reading it (the connection then closes
+        # rather than drain it). parse_int: the header may carry thousands of leading zeros.
+        try:
+            parse_int(declared, 0, limit)
+        except OutOfRange:
+            raise request_too_large(limit) from None
+        except NotAnInteger:
+            pass  # a list form ("5, 5") the parser accepted: the length check below decides
     raw = await request.body()
     if len(raw) > limit:
         raise request_too_large(limit)
@@ -214,7 +225,12 @@ async def chat_stream(request: Request) -> Answer:
     body: dict[str, Any] = {"messages": [{"role": "user", "content": prompt}],
                             "model": request.query_param("model")}
     if max_tokens is not None:
-        body["max_tokens"] = int(max_tokens) if max_tokens.isdigit() else max_tokens
+        try:
+            body["max_tokens"] = parse_int(max_tokens, 1, MAX_TOKENS)
+        except NotAnInteger:
+            body["max_tokens"] = max_tokens  # parse_chat_request names the wrong type
+        except OutOfRange:
+            raise out_of_range("max_tokens", 1, MAX_TOKENS) from None
     chat = parse_chat_request(body, require_model=False)
     model = service.check_model(chat.model)
     return NamedEventStream(service.starter(chat, model))

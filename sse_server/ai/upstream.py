@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from ..http11 import ChunkedDecoder, ProtocolError
+from ..untrusted import BadInteger, NotAnInteger, parse_int
 
 __all__ = [
     "Endpoint",
@@ -40,6 +41,7 @@ __all__ = [
 
 MAX_HEAD_BYTES = 64 * 1024  # a response head larger than this is not an API we relay
 _READ_SIZE = 64 * 1024
+_MAX_CONTENT_LENGTH = 1 << 63  # only bounds the parse: callers read a body up to their own limit
 
 
 class UpstreamError(Exception):
@@ -152,10 +154,14 @@ def body_framing(method: str, status: int, headers: list[tuple[str, str]]) -> tu
     if cl is not None:
         values = {v.strip() for v in cl.split(",")}
         value = values.pop()
-        # str.isdigit also holds for "²" and other digits int() refuses: ASCII only.
-        if values or not (value.isascii() and value.isdigit()):
-            raise UpstreamError(f"upstream sent a bad Content-Length {cl[:40]!r}", code="upstream_bad_response")
-        return "length", int(value)
+        try:
+            if values:
+                raise NotAnInteger()
+            # ASCII digits only, and no int() of thousands of digits (it raises ValueError).
+            return "length", parse_int(value, 0, _MAX_CONTENT_LENGTH)
+        except BadInteger:
+            raise UpstreamError(f"upstream sent a bad Content-Length {cl[:40]!r}",
+                                code="upstream_bad_response") from None
     return "close", 0
 
 

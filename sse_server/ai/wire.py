@@ -14,6 +14,8 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ..untrusted import BadJSON, load_json, utf8_safe
+
 if TYPE_CHECKING:
     from .upstream import UpstreamError
 
@@ -21,6 +23,7 @@ __all__ = [
     "DONE",
     "MAX_CHAT_BODY_BYTES",
     "MAX_MESSAGES",
+    "MAX_TOKENS",
     "MAX_UPSTREAM_ERROR_BYTES",
     "SYSTEM_FINGERPRINT",
     "APIError",
@@ -32,6 +35,7 @@ __all__ = [
     "dumps",
     "missing_parameter",
     "model_object",
+    "out_of_range",
     "parse_chat_request",
     "request_too_large",
     "upstream_error",
@@ -42,6 +46,7 @@ __all__ = [
 # OpenAI's 413 shape (a body past --max-body-bytes gets the server's plain 413 first).
 MAX_CHAT_BODY_BYTES = 512 * 1024
 MAX_MESSAGES = 2_048  # bounds the per-request work of hashing and tokenizing a prompt
+MAX_TOKENS = 1 << 30  # the largest max_tokens / max_completion_tokens we accept
 SYSTEM_FINGERPRINT = "fp_sse_mock"
 DONE = "data: [DONE]\n\n"  # the stream's last event; the SDKs stop reading on it
 MAX_UPSTREAM_ERROR_BYTES = 64 * 1024  # an upstream's error body: only its message is kept
@@ -73,9 +78,13 @@ class APIError(Exception):
         param: str | None = None,
         code: str | None = None,
     ) -> None:
+        # Every field may quote the client or an upstream (whose fields may not even be
+        # strings): no string in it may hold what UTF-8 cannot carry.
+        message = _encodable(message)
         super().__init__(message)
         self.status = status
-        self.error = {"message": message, "type": type, "param": param, "code": code}
+        self.error = {"message": message, "type": _encodable(type), "param": _encodable(param),
+                      "code": _encodable(code)}
 
     @classmethod
     def from_upstream(cls, e: UpstreamError) -> APIError:
@@ -84,6 +93,10 @@ class APIError(Exception):
     def body(self) -> dict[str, Any]:
         """The JSON body to answer with, under ``self.status``."""
         return {"error": self.error}
+
+
+def _encodable(value: Any) -> Any:
+    return utf8_safe(value) if isinstance(value, str) else value
 
 
 def missing_parameter(param: str) -> APIError:
@@ -104,16 +117,25 @@ def _invalid(param: str, message: str) -> APIError:
     return APIError(400, message, param=param, code="invalid_value")
 
 
+def out_of_range(param: str, lo: int, hi: int) -> APIError:
+    """400 for an integer parameter outside ``lo..hi`` (its value is not quoted: it may be huge)."""
+    return _invalid(param, f"Invalid '{param}': out of range; expected {lo} to {hi}.")
+
+
 def request_too_large(limit_bytes: int) -> APIError:
     return APIError(413, f"Request body too large: the limit is {limit_bytes} bytes.",
                     param=None, code="request_too_large")
 
 
 def decode_json_body(raw: bytes) -> object:
-    """The body's JSON value, or APIError 400 ``invalid_json``."""
+    """The body's JSON value, or APIError 400 ``invalid_json``.
+
+    A lone surrogate in a string (``"\\ud800"``) becomes ``?``: a prompt holding one
+    still gets an answer, and a model name holding one is echoed safely in its 404.
+    """
     try:
-        return json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        return load_json(raw, surrogates="replace")
+    except BadJSON as e:
         raise APIError(400, f"We could not parse the JSON body of your request: {e}", code="invalid_json") from None
 
 
@@ -121,10 +143,10 @@ def upstream_error(status: int, body: bytes) -> APIError:
     """Our error for an upstream's non-200 answer: its 4xx as it said it, 5xx as a 502."""
     detail: dict[str, Any] = {}
     try:
-        parsed = json.loads(body)
+        parsed = load_json(body, surrogates="replace")
         if isinstance(parsed, dict) and isinstance(parsed.get("error"), dict):
             detail = parsed["error"]
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except BadJSON:
         pass  # not OpenAI's error shape: the status alone says what happened
     message = detail.get("message") if isinstance(detail.get("message"), str) else ""
     if 400 <= status < 500:
@@ -144,15 +166,6 @@ class ChatRequest:
     stream: bool = False
     include_usage: bool = False
     max_tokens: int | None = None
-
-
-def utf8_safe(text: str) -> str:
-    """``text`` without lone surrogates (JSON's "\\ud800" decodes to one; UTF-8 cannot carry it)."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return text.encode("utf-8", "replace").decode("utf-8")
-    return text
 
 
 def _content_text(content: object, param: str) -> str:
@@ -180,6 +193,8 @@ def _int_field(body: dict[str, Any], name: str, lo: int, hi: int) -> int | None:
     if isinstance(value, bool) or not isinstance(value, int):
         raise _wrong_type(name, "an integer", value)
     if not lo <= value <= hi:
+        if value.bit_length() > 64:  # not quoted: str() refuses ints past 4,300 digits
+            raise out_of_range(name, lo, hi)
         raise _invalid(name, f"Invalid '{name}': {value} is out of range; expected {lo} to {hi}.")
     return value
 
@@ -238,8 +253,8 @@ def parse_chat_request(body: object, *, require_model: bool = True) -> ChatReque
         include_usage = options.get("include_usage", False)
         if not isinstance(include_usage, bool):
             raise _wrong_type("stream_options.include_usage", "a boolean", include_usage)
-    max_tokens = _int_field(body, "max_completion_tokens", 1, 1 << 30)
-    legacy = _int_field(body, "max_tokens", 1, 1 << 30)
+    max_tokens = _int_field(body, "max_completion_tokens", 1, MAX_TOKENS)
+    legacy = _int_field(body, "max_tokens", 1, MAX_TOKENS)
     n = _int_field(body, "n", 1, 128)
     if n not in (None, 1):
         raise _invalid("n", "Invalid 'n': this server generates one choice per request.")

@@ -25,6 +25,7 @@ from ..config import Config
 from ..html import stream_page
 from ..sse import encode_event
 from ..sse.streams import SSE_HEADERS, ChannelStream
+from ..untrusted import BadInteger, parse_int
 from . import pages
 from .chat import install_chat
 
@@ -70,12 +71,9 @@ def _int_param(request: Request, name: str, default: int, lo: int, hi: int) -> i
     if raw is None:
         return default
     try:
-        value = int(raw)
-    except ValueError:
-        raise HTTPError(400, f"{name} must be an integer") from None
-    if not lo <= value <= hi:
-        raise HTTPError(400, f"{name} must be between {lo} and {hi}")
-    return value
+        return parse_int(raw, lo, hi)
+    except BadInteger as e:
+        raise HTTPError(400, f"{name} {e}") from None
 
 
 def _channel_name(name: str) -> str:
@@ -156,12 +154,13 @@ async def firehose(request: Request) -> Firehose:
 
 async def suspense(request: Request) -> Response | StreamingResponse:
     raw = request.query_param("delays", "300,100,200") or ""
+    shape = f"delays: 1 to {_MAX_SUSPENSE_BOUNDARIES} comma-separated integers, each 0..60000 ms"
     try:
-        delays = [int(d) for d in raw.split(",") if d.strip()]
-    except ValueError:
-        raise HTTPError(400, "delays must be comma-separated integers (ms)") from None
-    if not 1 <= len(delays) <= _MAX_SUSPENSE_BOUNDARIES or not all(0 <= d <= 60_000 for d in delays):
-        raise HTTPError(400, f"delays: 1 to {_MAX_SUSPENSE_BOUNDARIES} values, each 0..60000 ms")
+        delays = [parse_int(d.strip(" "), 0, 60_000) for d in raw.split(",") if d.strip(" ")]
+    except BadInteger:
+        raise HTTPError(400, shape) from None
+    if not 1 <= len(delays) <= _MAX_SUSPENSE_BOUNDARIES:
+        raise HTTPError(400, shape)
     return await stream_page(request, suspense_page(delays), csp=True)
 
 

@@ -112,6 +112,7 @@ def test_parse_response_head_rejects(head: bytes) -> None:
         ("GET", 304, [], ("none", 0)),
         ("GET", 103, [], ("none", 0)),
         ("HEAD", 200, [("content-length", "5")], ("none", 0)),
+        ("GET", 200, [("content-length", "0" * 5_000 + "5")], ("length", 5)),
     ],
 )
 def test_body_framing(method: str, status: int, headers: list[tuple[str, str]], expected: tuple[str, int]) -> None:
@@ -119,7 +120,8 @@ def test_body_framing(method: str, status: int, headers: list[tuple[str, str]], 
     assert body_framing(method, status, headers) == expected
 
 
-@pytest.mark.parametrize("length", ["1, 2", "-1", "+5", "0x10", "5 5", "", "1e3", "\u00b2", "\u0661\u0662"])
+@pytest.mark.parametrize("length", ["1, 2", "-1", "+5", "0x10", "5 5", "", "1e3", "\u00b2", "\u0661\u0662",
+                                    "9" * 5_000])
 def test_body_framing_rejects_bad_lengths(length: str) -> None:
     """A Content-Length that is not one run of ASCII digits is upstream_bad_response, never a crash."""
     with pytest.raises(UpstreamError) as info:

@@ -16,6 +16,7 @@ from sse_server.ai.wire import (
     completion_object,
     decode_json_body,
     model_object,
+    out_of_range,
     parse_chat_request,
     upstream_error,
     utf8_safe,
@@ -166,3 +167,45 @@ def test_completion_ids_are_fresh() -> None:
     """Completion ids look like the API's and do not repeat."""
     ids = {completion_id() for _ in range(1000)}
     assert len(ids) == 1000 and all(i.startswith("chatcmpl-") and len(i) == 33 for i in ids)
+
+
+def test_api_error_fields_always_encode() -> None:
+    """An APIError quoting a lone surrogate (in its message, param or code) still encodes as UTF-8."""
+    error = APIError(404, "The model '\ud800' does not exist", param="model\udc00", code="c\ud800")
+    assert error.body()["error"] == {"message": "The model '?' does not exist", "type": "invalid_request_error",
+                                     "param": "model?", "code": "c?"}
+    json.dumps(error.body(), ensure_ascii=False).encode("utf-8")
+
+
+@pytest.mark.parametrize("value", [10 ** 5_000, -(10 ** 5_000), 1 << 65],
+                         ids=["5001-digits", "minus-5001-digits", "2**65"])
+def test_huge_integer_fields_are_out_of_range_unquoted(value: int) -> None:
+    """An integer past any bound is out_of_range without quoting it (str() refuses ints past 4,300 digits)."""
+    with pytest.raises(APIError) as info:
+        parse_chat_request({"model": "m", "messages": MESSAGES, "max_tokens": value})
+    assert info.value.body() == out_of_range("max_tokens", 1, 1 << 30).body()
+    assert info.value.status == 400 and info.value.error["code"] == "invalid_value"
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [(b"[" * 200_000 + b"]" * 200_000, "nested too deeply"), (b'{"n": ' + b"9" * 5_000 + b"}", "too many digits"),
+     (b'{"t": 1e999}', "too large"), (b'{"t": NaN}', "NaN")],
+)
+def test_decode_json_body_refuses_hostile_json(raw: bytes, reason: str) -> None:
+    """Deep nesting, 5,000-digit numbers and non-finite numbers are a 400 invalid_json, never a crash."""
+    with pytest.raises(APIError) as info:
+        decode_json_body(raw)
+    assert info.value.status == 400 and info.value.error["code"] == "invalid_json"
+    assert reason in info.value.error["message"]
+
+
+def test_decode_json_body_replaces_lone_surrogates() -> None:
+    """A lone surrogate anywhere in a chat body becomes '?' as it is loaded."""
+    assert decode_json_body(b'{"model": "\\ud800", "stop": ["\\udfff"]}') == {"model": "?", "stop": ["?"]}
+
+
+def test_upstream_error_fields_that_are_not_strings_pass_through() -> None:
+    """An upstream 4xx whose type, param or code is not a string is relayed as it said it."""
+    error = upstream_error(400, b'{"error": {"message": "m\\ud800", "type": 7, "param": ["p"], "code": null}}')
+    assert error.error == {"message": "m?", "type": 7, "param": ["p"], "code": None}
