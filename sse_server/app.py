@@ -263,7 +263,9 @@ class Response:
         content_type: str | None = None,
     ) -> None:
         self.status = status
-        self.body = body.encode("utf-8") if isinstance(body, str) else body
+        # "replace": a lone surrogate (valid in a Python str, never in UTF-8) that came
+        # from a client and is echoed back becomes "?" instead of a 500.
+        self.body = body.encode("utf-8", "replace") if isinstance(body, str) else body
         self.headers = _with_content_type(headers, content_type or self.media_type)
 
 

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from sse_server import App, HTTPError, PlainTextResponse, Request, Response, Server
+from sse_server import App, HTTPError, JSONResponse, PlainTextResponse, Request, Response, Server
 from sse_server.app import AnyResponse, Handler, Headers, Outcome, StreamingResponse
 from sse_server.channels import MemoryEngine
 from sse_server.sse import parse_events
@@ -261,3 +261,9 @@ async def test_server_middleware_wraps_without_changing_the_app(start_server: St
     assert len(lines) == 1 and '"GET /hello HTTP/1.1" 200 6B' in lines[0]
     assert app._middleware == []
     assert isinstance(quiet, Server) and isinstance(logged, Server)
+
+
+async def test_text_with_a_lone_surrogate_is_sent_not_a_500() -> None:
+    """A response text holding a lone surrogate (echoed client input) is encoded with '?' in its place."""
+    assert Response("model \ud800 unknown\n").body == b"model ? unknown\n"
+    assert JSONResponse({"model": "\udfff"}).body == b'{"model":"?"}'

@@ -45,6 +45,7 @@ SSE_HEADERS: tuple[tuple[str, str], ...] = (
     ("X-Accel-Buffering", "no"),  # reverse proxies that buffer by default honour this
 )
 
+_MAX_ECHOED_ID_CHARS = 200  # a reset notice quotes the client's id; a 60 KiB header is not echoed whole
 _PENDING_BUDGET_BYTES = 1024 * 1024  # live events held between subscribe and the head going out
 
 HEARTBEAT = EncodedEvent("", 0, "", encode_comment())  # shared by every stream: framed once
@@ -288,7 +289,7 @@ class ChannelStream(SSEStream):
         a resuming client that does not read pins its socket buffers, not its backlog."""
         for reset in sub.resets:
             payload = {"channel": reset.channel, "reason": reset.reason,
-                       "last_event_id": reset.last_event_id, "oldest_id": reset.oldest_id}
+                       "last_event_id": reset.last_event_id[:_MAX_ECHOED_ID_CHARS], "oldest_id": reset.oldest_id}
             sink.write(encode_event(json.dumps(payload), event="reset"))
         tag = self.tag_channels
         replay, sub.replay = sub.replay, []

@@ -570,3 +570,13 @@ async def test_a_resuming_client_that_never_reads_pins_its_socket_not_its_backlo
     await publish(server, "deep", "live")
     assert [e.data for e in await stalled.take(1)] == ["live"]
     await stalled.close()
+
+
+async def test_a_reset_notice_does_not_echo_a_huge_id(start_server: StartServer) -> None:
+    """The reset notice quotes at most 200 characters of the id the client sent."""
+    server = await start_server(create_app)
+    await publish(server, "echo", "x")
+    client = await SSEClient.connect(server.port, "/channels/echo/events", headers={"Last-Event-ID": "z" * 5000})
+    (reset, _) = await client.take(2)
+    assert reset.event == "reset" and json.loads(reset.data)["last_event_id"] == "z" * 200
+    await client.close()
