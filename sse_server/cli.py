@@ -157,6 +157,9 @@ def build_parser(prog: str = "python -m sse_server") -> argparse.ArgumentParser:
                    default=_DEFAULTS.stream_send_buffer_bytes,
                    help="kernel send buffer of each stream (0: left to the kernel)")
     m = p.add_argument_group("chat model (/v1/chat/completions, /chat)")
+    m.add_argument("--max-jobs-per-client", type=_count, default=_DEFAULTS.max_jobs_per_client,
+                   help="resumable generations (POST /chat/streams) one client address may run at once "
+                        "(429 beyond); at least 1")
     m.add_argument("--model-tokens-per-s", type=_nonnegative, default=_DEFAULTS.model_tokens_per_s,
                    help="mock model pacing after the first token (0: all at once)")
     m.add_argument("--model-first-token-ms", type=_nonnegative, default=_DEFAULTS.model_first_token_ms,

@@ -61,7 +61,10 @@ class Config:
     stream_send_buffer_bytes: int = 256 * 1024  # 0 leaves it to the kernel
     shutdown_retry_jitter_ms: int = 5_000  # spread of reconnects after a restart
 
-    # The chat model (llm.py). With no upstream the built-in mock answers, paced
+    # Resumable generations (POST /chat/streams) one client address may run at once;
+    # without it one client fills the global table (1,000) and everyone gets 429.
+    max_jobs_per_client: int = 8
+    # The chat model (sse_server/ai/). With no upstream the built-in mock answers, paced
     # like a model so pages and clients see realistic streaming.
     model_tokens_per_s: float = 40.0  # mock pacing after the first token; 0 sends all at once
     model_first_token_ms: float = 300.0  # mock latency before the first token

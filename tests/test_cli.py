@@ -353,6 +353,7 @@ BAD_INVOCATIONS = [
     (["--max-event-bytes", "0"], "--max-event-bytes"),
     (["--max-channels", "0"], "--max-channels"),
     (["--max-channels-per-stream", "0"], "--max-channels-per-stream"),
+    (["--max-jobs-per-client", "0"], "--max-jobs-per-client"),
     (["--max-subscriber-buffer-bytes", "-1"], "--max-subscriber-buffer-bytes"),
     (["--stream-send-buffer-bytes", "-1"], "--stream-send-buffer-bytes"),
     (["--stream-send-buffer-bytes", str(2**31)], "--stream-send-buffer-bytes"),

@@ -18,6 +18,7 @@ import asyncio
 import logging
 import secrets
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -63,6 +64,7 @@ class Job:
     id: str
     model: str
     table: JobTable
+    client: str | None = None  # who started it: the per-client cap counts its running jobs
     created: int = field(default_factory=lambda: int(time.time()))
     state: str = "running"  # running, done, cancelled, failed
     run: Run | None = None
@@ -113,6 +115,7 @@ class Job:
             return
         self.state = state
         self.finished_at = asyncio.get_running_loop().time()
+        self.table.job_ended(self)
         self._publish(event, payload)
         self.table.broker.close_channel(self.channel)
 
@@ -142,6 +145,9 @@ class JobTable(Mapping[str, Job]):
         self.broker = MemoryEngine(MAX_JOB_EVENTS, max_channels=max_jobs + 1)
         self._jobs: dict[str, Job] = {}  # insertion order = age
         self.max_jobs = max_jobs
+        # One client must not fill the table for everybody: its running jobs are capped.
+        self.max_jobs_per_client = config.max_jobs_per_client
+        self._running_by_client: Counter[str] = Counter()
         self.idle_cancel_s = idle_cancel_s
         self.retention_s = retention_s
         self._sweep_s = max(0.05, min(1.0, idle_cancel_s / 4, retention_s / 4))
@@ -156,13 +162,19 @@ class JobTable(Mapping[str, Job]):
     def __len__(self) -> int:
         return len(self._jobs)
 
-    def start(self, model: str, start_run: Callable[[Listener], Run]) -> Job:
-        """A new running job; APIError 429 when the table is full of running jobs."""
+    def start(self, model: str, start_run: Callable[[Listener], Run], client: str | None = None) -> Job:
+        """A new running job; APIError 429 when its client already runs its share, or
+        when the table is full of running jobs."""
+        if client is not None and self._running_by_client[client] >= self.max_jobs_per_client:
+            raise APIError(429, f"You have {self.max_jobs_per_client} generations running; wait for one to end.",
+                           "rate_limit_error", None, "too_many_generations_for_client", [("Retry-After", "5")])
         if len(self._jobs) >= self.max_jobs and not self._evict_finished_job():
             raise APIError(429, f"{self.max_jobs} generations are running; try again shortly.",
-                           "rate_limit_error", None, "too_many_generations")
-        job = Job("gen_" + secrets.token_urlsafe(12), model, self)
+                           "rate_limit_error", None, "too_many_generations", [("Retry-After", "5")])
+        job = Job("gen_" + secrets.token_urlsafe(12), model, self, client)
         self._jobs[job.id] = job
+        if client is not None:
+            self._running_by_client[client] += 1
         job._publish("start", {"id": job.id, "model": model, "created": job.created})
         job.run = start_run(job)
         if self._sweeper is None:
@@ -174,6 +186,13 @@ class JobTable(Mapping[str, Job]):
         stream = await ChannelStream.subscribe(request, self.broker, [job.channel], from_start=True)
         stream.headers.append(("Chat-Stream-Id", job.id))
         return stream
+
+    def job_ended(self, job: Job) -> None:
+        """``job`` stopped running: its client may start another."""
+        if job.client is not None:
+            self._running_by_client[job.client] -= 1
+            if self._running_by_client[job.client] <= 0:
+                del self._running_by_client[job.client]
 
     def forget(self, job: Job) -> None:
         self._jobs.pop(job.id, None)

@@ -100,7 +100,7 @@ def _api(handler: Callable[[Request], Awaitable[Answer]]) -> Callable[[Request],
         try:
             return await handler(request)
         except APIError as e:
-            return JSONResponse(e.body(), status=e.status)
+            return JSONResponse(e.body(), status=e.status, headers=e.headers)
 
     return wrapped
 
@@ -241,7 +241,8 @@ async def start_stream(request: Request) -> Answer:
     service = _service(request)
     _, body = await _read_chat_body(request, service)
     chat = parse_chat_request(body, require_model=False)
-    job = service.start_job(chat, service.check_model(chat.model))
+    client = request.client[0] if request.client else None
+    job = service.start_job(chat, service.check_model(chat.model), client)
     location = [("Location", f"/chat/streams/{job.id}"), ("Chat-Stream-Id", job.id)]
     if "respond-async" in (request.headers.get("prefer") or ""):
         return JSONResponse(job.describe(), 202, [*location, ("Preference-Applied", "respond-async")])
@@ -260,7 +261,13 @@ def _job(service: ChatService, request: Request) -> Job:
 @_api
 async def resume_stream(request: Request) -> Answer:
     service = _service(request)
-    return await service.jobs.stream(request, _job(service, request))
+    stream = await service.jobs.stream(request, _job(service, request))
+    if stream.ended and last_event_id_of(request):
+        # It had ended and this client saw its last event: 204 stops EventSource
+        # reconnecting (WHATWG HTML §9.2), where an empty 200 would loop forever.
+        stream.close()
+        return Response(b"", 204, [("Chat-Stream-Id", request.path_params["id"])])
+    return stream
 
 
 @_api

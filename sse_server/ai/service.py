@@ -120,5 +120,5 @@ class ChatService:
             body["max_completion_tokens"] = chat.max_tokens
         return self.relay_starter(dumps(body).encode())
 
-    def start_job(self, chat: ChatRequest, model: str) -> Job:
-        return self.jobs.start(model, self.starter(chat, model))
+    def start_job(self, chat: ChatRequest, model: str, client: str | None = None) -> Job:
+        return self.jobs.start(model, self.starter(chat, model), client)

@@ -77,7 +77,9 @@ class APIError(Exception):
         type: str = "invalid_request_error",
         param: str | None = None,
         code: str | None = None,
+        headers: list[tuple[str, str]] | None = None,
     ) -> None:
+        self.headers = headers or []  # e.g. Retry-After on a 429
         # Every field may quote the client or an upstream (whose fields may not even be
         # strings): no string in it may hold what UTF-8 cannot carry.
         message = _encodable(message)

@@ -234,6 +234,10 @@ class ChannelStream(SSEStream):
         sub = self.subscription
         return sub is not None and sub.closed and not sub.replay and not self._pending
 
+    def close(self) -> None:
+        """Give up the subscription without streaming it (the handler answers otherwise)."""
+        self._leave()
+
     # -- the engine's side -----------------------------------------------------------
 
     def deliver(self, event: EncodedEvent) -> bool:

@@ -167,3 +167,42 @@ async def test_a_full_table_of_running_jobs_refuses_more() -> None:
         assert list(table) == [second.id] and first.id not in table
     finally:
         table.close()
+
+
+async def test_one_client_cannot_fill_the_job_table(serve: Serve) -> None:
+    """Past --max-jobs-per-client running jobs one address gets 429 with Retry-After; another
+    address still starts jobs, and the first may again once one of its jobs has ended."""
+    server = await serve(model_tokens_per_s=20, max_jobs_per_client=2)
+
+    def client(address: str) -> httpx.AsyncClient:
+        return httpx.AsyncClient(base_url=server.url, transport=httpx.AsyncHTTPTransport(local_address=address))
+
+    async def start(http: httpx.AsyncClient) -> httpx.Response:
+        return await http.post("/chat/streams", json={"messages": MESSAGES}, headers={"Prefer": "respond-async"})
+
+    async with client("127.0.0.1") as greedy, client("127.0.0.2") as other:
+        first = (await start(greedy)).json()["id"]
+        assert (await start(greedy)).status_code == 202
+        refused = await start(greedy)
+        assert refused.status_code == 429 and refused.headers["retry-after"] == "5"
+        assert refused.json()["error"]["code"] == "too_many_generations_for_client"
+        assert (await start(other)).status_code == 202  # somebody else is not affected
+        assert (await greedy.post(f"/chat/streams/{first}/cancel")).status_code == 200
+        assert (await start(greedy)).status_code == 202  # one ended: room for one more
+
+
+async def test_a_finished_job_resumed_from_its_last_event_is_204(serve: Serve) -> None:
+    """Reconnecting with the last id of a finished job gets 204 (EventSource stops); from an
+    earlier id it gets the rest, then the end."""
+    server = await serve()
+    async with httpx.AsyncClient(base_url=server.url) as http:
+        async with http.stream("POST", "/chat/streams", json={"messages": MESSAGES}) as response:
+            events = await read_events(response)
+            job_id = response.headers["chat-stream-id"]
+        last = await http.get(f"/chat/streams/{job_id}", headers={"Last-Event-ID": events[-1].id})
+        assert last.status_code == 204 and last.content == b""
+        async with http.stream("GET", f"/chat/streams/{job_id}",
+                               headers={"Last-Event-ID": events[-2].id}) as rest:
+            assert rest.status_code == 200
+            assert [e.id for e in await read_events(rest)] == [events[-1].id]
+    await eventually(lambda: service(server).jobs.broker.subscriber_count(f"gen:{job_id}") == 0)
