@@ -401,9 +401,9 @@ def check(
             )
         if at_stop != wanted:
             problems.append(f"{at_stop} of {wanted} subscribers connected at the end")
-        if tally.get("drops") or tally.get("gaps") or tally.get("resets"):
+        if tally.get("drops") or tally.get("reordered") or tally.get("resets"):
             problems.append(
-                f"streams: {tally['drops']} dropped, {tally['gaps']} id gaps, "
+                f"streams: {tally['drops']} dropped, {tally['reordered']} repeated or older ids, "
                 f"{tally['resets']} resets"
             )
     for th in THRESHOLDS:

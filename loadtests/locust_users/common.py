@@ -54,7 +54,7 @@ class Tally:
     peak_connected: int = 0
     streams_opened: int = 0
     drops: int = 0  # streams that ended or broke while the test ran
-    gaps: int = 0  # events whose id did not follow the previous one
+    reordered: int = 0  # events whose id was not greater than the previous one's
     resets: int = 0  # streams the server had to reset (resume id it no longer knew)
     events: int = 0  # events received by all subscribers
     hold_started_at: float | None = None  # time.time() when every user was spawned and connected
