@@ -194,6 +194,11 @@ class Request:
             self._on_finish = []
         self._on_finish.append(callback)
 
+    @property
+    def wants_outcome(self) -> bool:
+        """Whether an ``on_finish`` callback waits for this request's outcome."""
+        return bool(self._on_finish)
+
     def finished(self, outcome: Outcome) -> None:
         """Run the ``on_finish`` callbacks; the connection calls this once per request."""
         callbacks, self._on_finish = self._on_finish, None

@@ -509,18 +509,20 @@ class Exchange:
     """
 
     __slots__ = (
-        "conn", "transport", "request", "started", "status", "chunked", "filters",
-        "body_bytes", "response", "on_close", "_done",
+        "conn", "transport", "request", "head_only", "http_version", "started", "status", "chunked",
+        "filters", "body_bytes", "response", "on_close", "_done",
     )
 
     def __init__(self, conn: Connection, request: Request) -> None:
         self.conn = conn
         self.transport = conn.transport
-        self.request = request
+        self.request: Request | None = request  # kept past the head only if it wants the outcome
+        self.head_only = request.method == "HEAD"
+        self.http_version = request.http_version
         self.started = time.perf_counter()
         self.status = 0  # 0 until a head went out
         self.chunked = True
-        self.filters: list[StreamFilter] = []
+        self.filters: tuple[StreamFilter, ...] = ()
         self.body_bytes = 0
         self.response: StreamingResponse | None = None
         self.on_close: Callable[[], None] | None = None  # set by detach()
@@ -535,7 +537,7 @@ class Exchange:
         if status >= 200 and status not in (204, 304):
             headers.append(("Content-Length", str(len(response.body))))
         data = encode_response_head(status, headers)
-        if self.request.method != "HEAD" and status not in (204, 304):
+        if not self.head_only and status not in (204, 304):
             data += response.body
             self.body_bytes = len(response.body)
         self.transport.write(data)
@@ -548,7 +550,7 @@ class Exchange:
     async def send_stream(self, response: StreamingResponse) -> None:
         conn = self.conn
         headers = conn.response_headers(response)
-        if self.request.http_version == "1.0":
+        if self.http_version == "1.0":
             # HTTP/1.0 has no chunked coding: the body ends when we close.
             self.chunked = False
             conn._keep_alive = False
@@ -560,11 +562,11 @@ class Exchange:
         self.transport.write(encode_response_head(response.status, headers))
         self.status = response.status
         conn._answered = True
-        if self.request.method == "HEAD":
+        if self.head_only:
             self.closed(completed=True)
             return
         self.response = response
-        self.filters = list(response.filters)
+        self.filters = tuple(response.filters)
         conn.stream = self
         config = conn.server.config
         if config.stream_send_buffer_bytes:
@@ -622,10 +624,12 @@ class Exchange:
                 on_close()
             except Exception:
                 log.exception("stream close hook failed")
-        self.request.finished(Outcome(
-            self.status, self.body_bytes, time.perf_counter() - self.started,
-            self.response is not None, completed,
-        ))
+        streamed = self.response is not None
+        request, self.request, self.response = self.request, None, None  # no cycles left to collect
+        if request is not None:
+            request.finished(Outcome(
+                self.status, self.body_bytes, time.perf_counter() - self.started, streamed, completed,
+            ))
 
     # -- the Sink protocol (app.Sink) used by stream producers ---------------------------
 
@@ -680,6 +684,8 @@ class Exchange:
         runs once, when the client leaves or the stream ends.
         """
         self.on_close = on_close
+        if self.request is not None and not self.request.wants_outcome:
+            self.request = None  # an idle subscriber holds no request it will never need
 
     def finish(self) -> None:
         """End a detached stream cleanly; the connection then serves its next request."""

@@ -35,7 +35,7 @@ import os
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 __all__ = [
@@ -184,10 +184,12 @@ class Subscription:
 
     channels: tuple[str, ...]
     subscriber: Subscriber
-    replay: list[EncodedEvent] = field(default_factory=list)  # send these first, in order
-    resets: list[Reset] = field(default_factory=list)
+    replay: Sequence[EncodedEvent] = ()  # send these first, in order
+    resets: Sequence[Reset] = ()
     closed: bool = False  # every channel has ended: the stream ends after the replay
-    buffer: list[EncodedEvent] = field(default_factory=list)  # live events while joining
+    # Live events that arrive while history is read; a list only during subscribe,
+    # so an idle subscription (the common case, by the thousand) holds no lists.
+    buffer: list[EncodedEvent] | None = None
 
 
 class Engine(ABC):
@@ -253,7 +255,7 @@ class Engine(ABC):
         With no ``last_event_id`` the subscriber gets live events only, or, with
         ``from_start``, everything the channels still hold first.
         """
-        sub = Subscription(tuple(dict.fromkeys(channels)), subscriber)
+        sub = Subscription(tuple(dict.fromkeys(channels)), subscriber, buffer=[])
         after = self._resume_after(last_event_id, from_start)
         self._join(sub)
         try:
@@ -265,13 +267,13 @@ class Engine(ABC):
             self._leave(sub)
             raise
         # No await from here on: the buffer is complete and the join is atomic.
-        seen = {e.seq for e in sub.replay}
-        floor = after if after is not None and after > 0 else 0
-        extra = [e for e in sub.buffer if e.seq not in seen and e.seq > floor]
-        if extra:
-            sub.replay.extend(extra)
-            sub.replay.sort(key=_seq_of)
-        sub.buffer = []
+        buffered, sub.buffer = sub.buffer or [], None
+        if buffered:
+            seen = {e.seq for e in sub.replay}
+            floor = after if after is not None and after > 0 else 0
+            extra = [e for e in buffered if e.seq not in seen and e.seq > floor]
+            if extra:
+                sub.replay = sorted([*sub.replay, *extra], key=_seq_of)
         if sub.closed:
             self._leave(sub)
         else:
@@ -289,15 +291,17 @@ class Engine(ABC):
 
     async def _collect_replay(self, sub: Subscription, after: int, last_event_id: str, from_start: bool) -> None:
         histories = [await self._read_history(ch, max(after, 0)) for ch in sub.channels]
+        resets = []
         for name, history in zip(sub.channels, histories, strict=True):
             reason = "unknown" if after < 0 else "evicted" if history.lost_after(after, from_start) else None
             if reason is not None:
-                sub.resets.append(Reset(name, reason, last_event_id, history.oldest_id))
+                resets.append(Reset(name, reason, last_event_id, history.oldest_id))
+        sub.resets = resets or ()
         sub.closed = all(h.closed for h in histories)
         events = [e for h in histories for e in h.events]
         if len(histories) > 1:
             events.sort(key=_seq_of)
-        sub.replay = events
+        sub.replay = events or ()
 
     async def _all_closed(self, channels: Iterable[str]) -> bool:
         for ch in channels:

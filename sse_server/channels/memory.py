@@ -185,7 +185,8 @@ class MemoryEngine(Engine):
         if ch.subscribers:
             self._fan_out(ch, encoded)
         for joining in ch.joining:
-            joining.buffer.append(encoded)
+            if joining.buffer is not None:
+                joining.buffer.append(encoded)
         return Published(event_id, len(ch.subscribers))
 
     def publish_threadsafe(

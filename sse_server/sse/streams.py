@@ -189,7 +189,7 @@ class ChannelStream(SSEStream):
         self.budget_bytes = budget_bytes  # unsent bytes before it is dropped; None: the server's
         # Live events that arrive before the stream has caught up (the head not out yet,
         # or the replay still draining): written in order after it, within the budget.
-        self._pending: deque[EncodedEvent] = deque()
+        self._pending: deque[EncodedEvent] | None = None  # made when first needed: most never are
         self._pending_bytes = 0
         self._live = False
         self._ended = False
@@ -242,6 +242,8 @@ class ChannelStream(SSEStream):
 
     def deliver(self, event: EncodedEvent) -> bool:
         if not self._live:  # still catching up: queue it behind the replay, within the budget
+            if self._pending is None:
+                self._pending = deque()
             self._pending.append(event)
             self._pending_bytes += len(event.raw)
             if self._pending_bytes > self._budget:
@@ -296,26 +298,32 @@ class ChannelStream(SSEStream):
                        "last_event_id": reset.last_event_id[:_MAX_ECHOED_ID_CHARS], "oldest_id": reset.oldest_id}
             sink.write(encode_event(json.dumps(payload), event="reset"))
         tag = self.tag_channels
-        replay, sub.replay = sub.replay, []
+        replay, sub.replay = sub.replay, ()
         for event in replay:
             sink.deliver(_tagged(event) if tag else event)
             await sink.drain()
-        pending = self._pending
-        while pending:
+        while self._pending:
             if self._dropped:
                 raise ConnectionAbortedError("fell behind its budget while catching up")
-            event = pending.popleft()
+            event = self._pending.popleft()
             self._pending_bytes -= len(event.raw)
             sink.deliver(_tagged(event) if tag else event)
             await sink.drain()
+        self._pending = None
         self.last_write = self._loop.time()
         self._live = True  # no await since the queue was seen empty: nothing is skipped
 
     def _leave(self) -> None:
-        if self.subscription is not None:
-            self.engine.unsubscribe(self.subscription)
+        # Dropping the references both ways frees the stream, its subscription and its
+        # exchange by reference counting the moment the client goes, not at the next
+        # cycle collection: a churn of subscribers leaves no garbage behind.
+        sub, self.subscription = self.subscription, None
+        if sub is not None:
+            self.engine.unsubscribe(sub)
         if self._heartbeats is not None:
             self._heartbeats.remove(self)
+            self._heartbeats = None
+        self.sink = None
 
 
 class Heartbeats:
