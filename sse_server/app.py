@@ -323,11 +323,11 @@ class StreamingResponse:
         self.status = status
         self.body = body
         self.headers = _with_content_type(headers, content_type or self.media_type)
-        self.filters: list[StreamFilter] = []
+        self.filters: tuple[StreamFilter, ...] = ()  # a tuple: most streams have none, and hold no list
 
     def add_filter(self, stream_filter: StreamFilter) -> None:
         """Pass every write of this stream through ``stream_filter``, last added outermost."""
-        self.filters.append(stream_filter)
+        self.filters = (*self.filters, stream_filter)
 
     async def stream(self, sink: Sink) -> None:
         if self.body is None:

@@ -566,7 +566,7 @@ class Exchange:
             self.closed(completed=True)
             return
         self.response = response
-        self.filters = tuple(response.filters)
+        self.filters = response.filters
         conn.stream = self
         config = conn.server.config
         if config.stream_send_buffer_bytes:
