@@ -132,7 +132,6 @@ class EventStream(SSEStream):
 
     async def stream(self, sink: Sink) -> None:
         heartbeats = self._open(sink)
-        loop = asyncio.get_running_loop()
         try:
             async for item in self.source:
                 sink.write(_encode_item(item))
