@@ -156,6 +156,15 @@ def build_parser(prog: str = "python -m sse_server") -> argparse.ArgumentParser:
     s.add_argument("--stream-send-buffer-bytes", type=_int_range(0, _C_INT_MAX),
                    default=_DEFAULTS.stream_send_buffer_bytes,
                    help="kernel send buffer of each stream (0: left to the kernel)")
+    b = p.add_argument_group("scaling out")
+    b.add_argument("--backplane", default=_DEFAULTS.backplane, metavar="URL", type=_backplane_url,
+                   help="share channels through Redis: redis://[:password@]host:port/db (rediss:// for TLS); "
+                        "needs pip install 'sse_server[redis]'")
+    b.add_argument("--history-ttl", type=_positive_s, default=_DEFAULTS.history_ttl_s, dest="history_ttl_s",
+                   help="seconds a channel's history stays in Redis after its last publish; more than 0")
+    b.add_argument("--backplane-timeout", type=_positive_s, default=_DEFAULTS.backplane_timeout_s,
+                   dest="backplane_timeout_s",
+                   help="seconds each Redis command may take; a publish past it answers 503; more than 0")
     m = p.add_argument_group("chat model (/v1/chat/completions, /chat)")
     m.add_argument("--max-jobs-per-client", type=_count, default=_DEFAULTS.max_jobs_per_client,
                    help="resumable generations (POST /chat/streams) one client address may run at once "
@@ -171,6 +180,15 @@ def build_parser(prog: str = "python -m sse_server") -> argparse.ArgumentParser:
     m.add_argument("--upstream-key-env", default=_DEFAULTS.upstream_key_env, metavar="NAME",
                    help="environment variable holding the upstream API key (sent as a Bearer token)")
     return p
+
+
+def _backplane_url(url: str) -> str:
+    from .channels.redis import check_backplane_url  # imports no client library
+
+    try:
+        return check_backplane_url(url)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _upstream_url(url: str) -> str:

@@ -61,6 +61,16 @@ class Config:
     stream_send_buffer_bytes: int = 256 * 1024  # 0 leaves it to the kernel
     shutdown_retry_jitter_ms: int = 5_000  # spread of reconnects after a restart
 
+    # Channels shared through Redis ("redis://[:password@]host:port/db", "rediss://" for
+    # TLS) instead of this process's memory: every node naming it sees every channel.
+    backplane: str | None = None
+    # A channel's history in Redis expires this long after its last publish: without
+    # it every channel name ever used would stay in Redis.
+    history_ttl_s: float = 86_400.0
+    # Every Redis command: past it a publish answers 503, so a stalled Redis cannot
+    # hold publishers (or promise them an event that was not stored).
+    backplane_timeout_s: float = 1.0
+
     # Resumable generations (POST /chat/streams) one client address may run at once;
     # without it one client fills the global table (1,000) and everyone gets 429.
     max_jobs_per_client: int = 8

@@ -13,5 +13,12 @@ if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null; then
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
 fi
 
+# The Redis engine's tests start Debian's redis-server on a free port (REQUIRE_REDIS=1
+# makes its absence a failure instead of a skip).
+if ! command -v redis-server >/dev/null && command -v apt-get >/dev/null; then
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+fi
+
 python3 -m pip install -q --disable-pip-version-check -e '.[test]'
 exec python3 -m pytest "$@"

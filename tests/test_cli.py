@@ -219,6 +219,8 @@ def test_each_flag_sets_its_config_field() -> None:
             raise AssertionError(f"{name}: no sample value for a bool field; extend this test")
         if name == "upstream_url":
             value, expected = "http://127.0.0.1:9/v1", "http://127.0.0.1:9/v1"
+        elif name == "backplane":
+            value, expected = "rediss://:secret@127.0.0.1:6380/2", "rediss://:secret@127.0.0.1:6380/2"
         elif isinstance(default, int):
             value, expected = str(default + 1), default + 1
         elif isinstance(default, float):
@@ -362,6 +364,12 @@ BAD_INVOCATIONS = [
     (["--model-first-token-ms", "nan"], "--model-first-token-ms"),
     (["--model-first-token-ms", "-1"], "--model-first-token-ms"),
     (["--log-level", "loud"], "--log-level"),
+    (["--backplane", "http://127.0.0.1:6379/0"], "--backplane"),
+    (["--backplane", "redis://127.0.0.1:6379/zero"], "--backplane"),
+    (["--history-ttl", "0"], "--history-ttl"),
+    (["--history-ttl", "inf"], "--history-ttl"),
+    (["--backplane-timeout", "0"], "--backplane-timeout"),
+    (["--backplane-timeout", "nan"], "--backplane-timeout"),
 ]
 
 

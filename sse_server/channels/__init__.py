@@ -2,7 +2,8 @@
 
 Nothing in this package knows HTTP. ``engine.py`` is the interface every engine
 provides and the resume algorithm they share; ``memory.py`` is the in-process
-engine, the default.
+engine, the default; ``redis.py`` shares channels between processes and nodes
+through Redis (an optional extra, imported only when configured).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from .engine import (
     ChannelLimitError,
     EncodedEvent,
     Engine,
+    EngineUnavailableError,
     EventTooLargeError,
     Published,
     Reset,
@@ -24,6 +26,7 @@ __all__ = [
     "ChannelLimitError",
     "EncodedEvent",
     "Engine",
+    "EngineUnavailableError",
     "EventTooLargeError",
     "MemoryEngine",
     "Published",

@@ -42,6 +42,7 @@ __all__ = [
     "ChannelLimitError",
     "EncodedEvent",
     "Engine",
+    "EngineUnavailableError",
     "EventTooLargeError",
     "History",
     "Published",
@@ -178,6 +179,14 @@ class ChannelLimitError(Exception):
         self.limit = limit
 
 
+class EngineUnavailableError(Exception):
+    """The engine could not reach its store in time (a backplane down or stalled).
+
+    For a publish: it was not acknowledged, so it may or may not have been stored;
+    nothing was delivered from this call. Answer 503 with Retry-After.
+    """
+
+
 @dataclass(slots=True, eq=False)
 class Subscription:
     """One subscriber on one or more channels, as returned by ``Engine.subscribe``."""
@@ -215,6 +224,13 @@ class Engine(ABC):
     @abstractmethod
     async def close(self) -> None:
         """Release the engine's connections and timers (server shutdown)."""
+
+    async def ready(self) -> bool:
+        """Whether the engine can serve publishes and subscribes now (``GET /readyz``); cheap.
+
+        An in-process engine always can; a networked one answers whether its store does.
+        """
+        return True
 
     # -- what an engine implements for subscribe ------------------------------------
 

@@ -20,7 +20,7 @@ from ..app import (
     Sink,
     StreamingResponse,
 )
-from ..channels import ChannelLimitError, Engine, EventTooLargeError, MemoryEngine
+from ..channels import ChannelLimitError, Engine, EngineUnavailableError, EventTooLargeError, MemoryEngine
 from ..config import Config
 from ..html import stream_page
 from ..sse import encode_event
@@ -29,13 +29,14 @@ from ..untrusted import BadInteger, parse_int
 from . import pages
 from .chat import install_chat
 
-__all__ = ["create_app", "Firehose"]
+__all__ = ["create_app", "make_engine", "Firehose"]
 
 _MAX_FIREHOSE_EVENTS = 10_000_000
 _MAX_FIREHOSE_EVENT_BYTES = 1024 * 1024
 _MAX_SUSPENSE_BOUNDARIES = 100
 _MAX_CHANNEL_NAME_CHARS = 200  # a name is held per channel and echoed in ids and reset notices
 _FIREHOSE_BATCH_BYTES = 32 * 1024  # events ready at once share one write; the client's pace sets the rest
+_UNAVAILABLE_RETRY_S = "1"  # a backplane that did not answer: soon, not at once
 
 
 class Firehose(StreamingResponse):
@@ -102,6 +103,8 @@ async def _subscribe(request: Request, channels: list[str], *, tag_channels: boo
         return await ChannelStream.subscribe(request, _engine(request), channels, tag_channels=tag_channels)
     except ChannelLimitError as e:
         raise HTTPError(503, str(e), [("Retry-After", "5")]) from None
+    except EngineUnavailableError as e:
+        raise HTTPError(503, str(e), [("Retry-After", _UNAVAILABLE_RETRY_S)]) from None
 
 
 async def index(request: Request) -> HTMLResponse:
@@ -114,6 +117,13 @@ async def favicon(request: Request) -> Response:
 
 async def healthz(request: Request) -> PlainTextResponse:
     return PlainTextResponse("ok\n")
+
+
+async def readyz(request: Request) -> PlainTextResponse:
+    """Readiness, for a load balancer: the channel engine is reachable (liveness is /healthz)."""
+    if not await _engine(request).ready():
+        raise HTTPError(503, "the channel engine is unreachable", [("Retry-After", _UNAVAILABLE_RETRY_S)])
+    return PlainTextResponse("ready\n")
 
 
 async def subscribe(request: Request) -> ChannelStream:
@@ -139,6 +149,8 @@ async def publish(request: Request) -> JSONResponse:
         result = await _engine(request).publish(name, await request.text(), event=event)
     except ChannelLimitError as e:
         raise HTTPError(503, str(e), [("Retry-After", "5")]) from None
+    except EngineUnavailableError as e:  # not acknowledged: never a 202 for an event that may not be stored
+        raise HTTPError(503, str(e), [("Retry-After", _UNAVAILABLE_RETRY_S)]) from None
     except EventTooLargeError as e:
         raise HTTPError(413, str(e)) from None
     except ValueError as e:  # an event name with CR/LF, or text that cannot be encoded
@@ -172,18 +184,36 @@ async def live(request: Request) -> HTMLResponse:
     return HTMLResponse(pages.LIVE)
 
 
-def create_app(config: Config | None = None, engine: Engine | None = None) -> App:
-    """The demo app for ``config``; channels live in ``engine`` (in memory by default)."""
-    config = config or Config()
-    app = App()
-    app.state["config"] = config
-    app.state["engine"] = engine or MemoryEngine(
+def make_engine(config: Config) -> Engine:
+    """The engine ``config`` asks for: Redis with ``--backplane``, else this process's memory."""
+    if config.backplane:
+        from ..channels.redis import RedisEngine  # the optional extra: only when configured
+
+        return RedisEngine(
+            config.backplane, config.history_size, config.max_channels, history_bytes=config.history_bytes,
+            max_event_bytes=config.max_event_bytes, history_ttl_s=config.history_ttl_s,
+            timeout_s=config.backplane_timeout_s,
+        )
+    return MemoryEngine(
         config.history_size, config.max_channels, history_bytes=config.history_bytes,
         history_total_bytes=config.history_total_bytes, max_event_bytes=config.max_event_bytes,
     )
+
+
+def create_app(config: Config | None = None, engine: Engine | None = None) -> App:
+    """The demo app for ``config``; channels live in ``engine`` (made from the config by default,
+    and then closed when the server shuts down)."""
+    config = config or Config()
+    app = App()
+    app.state["config"] = config
+    if engine is None:
+        engine = make_engine(config)
+        app.on_shutdown.append(engine.close)
+    app.state["engine"] = engine
     app.add_route("/", index)
     app.add_route("/favicon.ico", favicon)
     app.add_route("/healthz", healthz)
+    app.add_route("/readyz", readyz)
     app.add_route("/channels/{name}/events", subscribe)
     app.add_route("/channels/{name}/events", publish, methods=["POST"])
     app.add_route("/events", subscribe_many)
