@@ -38,6 +38,13 @@ Usage:
     python loadtests/bench_sse.py --subscribers 500 --fanout-subscribers 200 --events 20
     python loadtests/bench_sse.py --only sse_server,starlette --skip-idle --skip-firehose
 
+Through the Redis backplane vs in-process, same run (starts a redis-server on the load CPU):
+    python loadtests/bench_sse.py --only sse_server --redis --skip-idle --skip-firehose --skip-churn
+adds the row ``sse_server+redis``: the same server with ``--backplane``; its
+publish-to-receive latency includes the round trip through Redis, and the
+difference of the ``us/event`` columns is the server CPU each published event
+spends on the engine (the publish script call plus the pub/sub message).
+
 Before/after a change, side by side in one run (``git worktree add ../base <commit>``):
     python loadtests/bench_sse.py --only sse_server --tree base=../base --repeats 3
 ``--tree NAME=PATH`` adds a server: this repo's sse_server as checked out at PATH.
@@ -51,8 +58,13 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
+import signal
+import socket
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
@@ -223,6 +235,7 @@ async def measure_fanout(server: ServerProcess, args: argparse.Namespace) -> Met
     if received:
         metrics |= {
             "us_per_delivery": cpu / received * 1e6,
+            "us_per_event": cpu / args.events * 1e6,
             "p50_ms": percentile(latencies, 50) / 1e6,
             "p99_ms": percentile(latencies, 99) / 1e6,
         }
@@ -336,6 +349,7 @@ PARTS: dict[str, Part] = {
 COLUMNS = [
     Column("idle_kib", "idle KiB/sub", "{:.1f}", ratio=True),
     Column("us_per_delivery", "fan-out us/delivery", "{:.1f}", ratio=True),
+    Column("us_per_event", "fan-out us/event", "{:.0f}"),
     Column("lost", "lost", "{:,d}"),
     Column("p50_ms", "p50 ms", "{:.1f}"),
     Column("p99_ms", "p99 ms", "{:.1f}"),
@@ -399,6 +413,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=1, help="runs of every part per server, interleaved")
     for part in PARTS:
         parser.add_argument(f"--skip-{part}", action="store_true", help=f"skip the {part} part")
+    parser.add_argument("--redis", action="store_true",
+                        help="also run sse_server with --backplane to a redis-server started here "
+                             "(row sse_server+redis)")
     parser.add_argument("--server-cpu", type=int, default=0)
     parser.add_argument("--load-cpu", type=int, default=1)
     return parser.parse_args()
@@ -426,9 +443,55 @@ def median_row(runs: list[Metrics]) -> Metrics:
     return row
 
 
+class RedisProcess:
+    """A redis-server for the --redis row: a free port, a temp dir, no persistence, on ``cpu``."""
+
+    def __init__(self, cpu: int) -> None:
+        if shutil.which("redis-server") is None:
+            sys.exit("--redis needs redis-server (apt-get install redis-server)")
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+        self.dir = tempfile.TemporaryDirectory()
+        self.proc = subprocess.Popen(
+            ["taskset", "-c", str(cpu), "redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
+             "--save", "", "--appendonly", "no", "--dir", self.dir.name],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        for _ in range(200):
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
+                    sock.sendall(b"PING\r\n")
+                    if sock.recv(16).startswith(b"+PONG"):
+                        return
+            except OSError:
+                time.sleep(0.02)  # a child process coming up: bounded tries
+        sys.exit("redis-server did not start")
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(timeout=10)
+        self.dir.cleanup()
+
+
 def main() -> None:
     args = parse_args()
     servers = select_servers(SERVERS, args.only) | dict(tree_server(spec) for spec in args.tree)
+    redis = RedisProcess(args.load_cpu) if args.redis else None
+    if redis is not None:
+        servers["sse_server+redis"] = (*OUR_SERVER, "--backplane", redis.url)
+    try:
+        run_all(args, servers)
+    finally:
+        if redis is not None:
+            redis.stop()
+
+
+def run_all(args: argparse.Namespace, servers: dict[str, tuple[str, ...]]) -> None:
     peer_modules = {
         "starlette": ["uvicorn", "starlette", "sse_starlette"],
         "aiohttp": ["aiohttp", "aiohttp_sse"],
