@@ -39,6 +39,7 @@ from .routing import MethodNotAllowed, NotFound, Router
 from .untrusted import BadJSON, load_json
 
 if TYPE_CHECKING:
+    from .auth import Principal
     from .channels import EncodedEvent
     from .config import Config
 
@@ -129,7 +130,7 @@ class Request:
 
     __slots__ = (
         "method", "target", "path", "query_string", "http_version", "headers",
-        "client", "path_params", "app", "_read_body", "_body", "_query", "_on_finish",
+        "client", "path_params", "app", "principal", "_read_body", "_body", "_query", "_on_finish",
     )
 
     def __init__(
@@ -153,6 +154,8 @@ class Request:
         self.client = client
         self.path_params: dict[str, str] = {}
         self.app = app
+        # Who the client is, set by the auth middleware (middleware/auth.py) when there is one.
+        self.principal: Principal | None = None
         self._read_body = read_body
         self._body: bytes | None = None
         self._query: dict[str, list[str]] | None = None

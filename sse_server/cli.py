@@ -21,13 +21,15 @@ import signal
 import sys
 from collections.abc import Callable
 from types import ModuleType
+from typing import Any
 
 from . import __version__
 from .app import App
+from .auth import DEFAULT_SECRET_ENV
 from .config import Config
 from .server import Server
 
-__all__ = ["main", "build_parser", "load_app", "AppSpecError"]
+__all__ = ["main", "build_parser", "build_token_parser", "load_app", "AppSpecError"]
 
 log = logging.getLogger("sse_server")
 
@@ -170,7 +172,39 @@ def build_parser(prog: str = "python -m sse_server") -> argparse.ArgumentParser:
                         "instead of the mock model")
     m.add_argument("--upstream-key-env", default=_DEFAULTS.upstream_key_env, metavar="NAME",
                    help="environment variable holding the upstream API key (sent as a Bearer token)")
+    a = p.add_argument_group("access (see README: Production)")
+    a.add_argument("--jwt-secret-env", default=_DEFAULTS.jwt_secret_env, metavar="NAME",
+                   help="turn on token auth: HS256 tokens signed with the secret in this environment variable "
+                        f"(at least 32 bytes; by convention {DEFAULT_SECRET_ENV}) grant publish and subscribe")
+    a.add_argument("--jwt-leeway", type=_nonnegative, default=_DEFAULTS.jwt_leeway_s, dest="jwt_leeway_s",
+                   help="seconds of clock skew allowed on a token's exp and nbf; 0 or more")
+    a.add_argument("--public-channel", action="append", type=_channel_pattern, dest="public_channels",
+                   default=None, metavar="PATTERN",
+                   help="with token auth, anyone may subscribe to channels matching this (a name, prefix*, or *); "
+                        "repeatable")
+    a.add_argument("--api-key-env", default=_DEFAULTS.api_key_env, metavar="NAME",
+                   help="require Authorization: Bearer <the key in this environment variable> on /v1/* and the "
+                        "chat API")
+    a.add_argument("--cors-origin", action="append", type=_origin, dest="cors_origins", default=None,
+                   metavar="ORIGIN",
+                   help="let pages on this origin (scheme://host[:port]) call the server, with credentials; "
+                        "* allows every origin without credentials; repeatable")
     return p
+
+
+def _channel_pattern(text: str) -> str:
+    if not text or not text.isprintable():
+        raise argparse.ArgumentTypeError(f"a channel pattern is a name, prefix* or *, got {text!r}")
+    return text
+
+
+def _origin(text: str) -> str:
+    from .middleware.cors import check_origin
+
+    try:
+        return check_origin(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _upstream_url(url: str) -> str:
@@ -232,7 +266,9 @@ def load_app(spec: str, config: Config | None = None) -> App:
 
 def config_from_args(args: argparse.Namespace) -> Config:
     names = {f.name for f in dataclasses.fields(Config)}
-    return Config(**{k: v for k, v in vars(args).items() if k in names})
+    # Repeatable flags collect a list (None when never given); the Config holds tuples.
+    values: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in vars(args).items() if k in names}
+    return Config(**{k: v for k, v in values.items() if v is not None or getattr(_DEFAULTS, k) is None})
 
 
 async def serve(app: App, config: Config) -> None:
@@ -250,10 +286,54 @@ async def serve(app: App, config: Config) -> None:
     log.info("stopped")
 
 
+def build_token_parser(prog: str = "python -m sse_server token") -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=prog,
+        description="Print an HS256 token for a server run with --jwt-secret-env, signed with the same secret.",
+        epilog=f"Example: {DEFAULT_SECRET_ENV}=... {prog} --subscribe 'orders/*' --sub alice --exp 3600",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--publish", action="append", default=[], type=_channel_pattern, metavar="PATTERN",
+                   help="channels the token may publish to (a name, prefix*, or *); repeatable")
+    p.add_argument("--subscribe", action="append", default=[], type=_channel_pattern, metavar="PATTERN",
+                   help="channels the token may subscribe to; repeatable")
+    p.add_argument("--exp", type=_int_range(1), default=3600, metavar="SECONDS",
+                   help="seconds until the token expires (a stream it opened ends then); at least 1")
+    p.add_argument("--sub", default=None, metavar="SUBJECT", help="who the token names (per-client limits count by it)")
+    p.add_argument("--jwt-secret-env", default=DEFAULT_SECRET_ENV, metavar="NAME",
+                   help="environment variable holding the secret")
+    return p
+
+
+def token_main(argv: list[str], prog: str) -> None:
+    """``python -m sse_server token ...``: print a token and exit."""
+    from .auth import mint_token
+
+    args = build_token_parser(f"{prog} token").parse_args(argv)
+    secret = os.environ.get(args.jwt_secret_env)
+    if not secret:
+        print(f"error: environment variable {args.jwt_secret_env} (--jwt-secret-env) is not set or empty",
+              file=sys.stderr)
+        sys.exit(2)
+    try:
+        token = mint_token(secret, publish=args.publish, subscribe=args.subscribe, exp_s=args.exp, sub=args.sub)
+    except ValueError as e:
+        print(f"error: {args.jwt_secret_env}: {e}", file=sys.stderr)
+        sys.exit(2)
+    print(token)
+
+
 def main(argv: list[str] | None = None) -> None:
-    """The entry point of ``python -m sse_server`` and of the ``sse-server`` script."""
+    """The entry point of ``python -m sse_server`` and of the ``sse-server`` script.
+
+    ``python -m sse_server token ...`` mints a token instead of serving (build_token_parser).
+    """
     script = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
     prog = script if script.startswith("sse-server") else "python -m sse_server"
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["token"]:
+        token_main(argv[1:], prog)
+        return
     args = build_parser(prog).parse_args(argv)
     logging.basicConfig(
         level=getattr(logging, args.log_level.upper()),

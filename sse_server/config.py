@@ -77,5 +77,18 @@ class Config:
     upstream_first_byte_timeout_s: float = 60.0  # request sent -> response head
     upstream_idle_timeout_s: float = 120.0  # between body reads (reasoning models pause long)
 
+    # Who may publish and subscribe (sse_server/auth.py, middleware/auth.py). Off unless
+    # a secret is named: then nothing is readable or writable without a token that
+    # covers it, except channels matching public_channels (subscribe only).
+    jwt_secret_env: str | None = None  # environment variable holding the HS256 secret (>= 32 bytes)
+    jwt_leeway_s: float = 10.0  # clock skew allowed on exp/nbf between the minting host and this one
+    public_channels: tuple[str, ...] = ()  # patterns anyone may subscribe to: "news", "public/*"
+    # Key the model API (/v1/*, /chat/stream*) requires as a Bearer token; without it
+    # anyone who reaches the port spends the upstream's quota.
+    api_key_env: str | None = None
+    # Origins whose pages may call this server (CORS); exact origins get credentials,
+    # "*" any origin without them. Empty: same-origin only, as browsers default.
+    cors_origins: tuple[str, ...] = ()
+
     server_header: str = "sse_server"
     access_log: bool = True

@@ -168,6 +168,8 @@ def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 FLAG_EXCEPTIONS = {
     "model_tokens_per_s": "--model-tokens-per-s",  # a rate, not a duration: "per s" stays
     "upstream_url": "--upstream",  # shown as `--upstream URL`
+    "public_channels": "--public-channel",  # repeatable: one pattern per flag
+    "cors_origins": "--cors-origin",  # repeatable: one origin per flag
 }
 # Fields that have no flag yet. Each is a gap to close: give it a flag and delete it
 # here (the tests below fail while a listed field has a flag, so this list cannot rot).
@@ -219,6 +221,10 @@ def test_each_flag_sets_its_config_field() -> None:
             raise AssertionError(f"{name}: no sample value for a bool field; extend this test")
         if name == "upstream_url":
             value, expected = "http://127.0.0.1:9/v1", "http://127.0.0.1:9/v1"
+        elif name == "cors_origins":
+            value, expected = "https://app.test:8443", ("https://app.test:8443",)
+        elif isinstance(default, tuple):
+            value, expected = "x", ("x",)
         elif isinstance(default, int):
             value, expected = str(default + 1), default + 1
         elif isinstance(default, float):
@@ -362,6 +368,11 @@ BAD_INVOCATIONS = [
     (["--model-first-token-ms", "nan"], "--model-first-token-ms"),
     (["--model-first-token-ms", "-1"], "--model-first-token-ms"),
     (["--log-level", "loud"], "--log-level"),
+    (["--jwt-leeway", "-1"], "--jwt-leeway"),
+    (["--jwt-leeway", "nan"], "--jwt-leeway"),
+    (["--public-channel", ""], "--public-channel"),
+    (["--cors-origin", "https://app.test/"], "--cors-origin"),  # an Origin header never has a path
+    (["--cors-origin", "app.test"], "--cors-origin"),
 ]
 
 

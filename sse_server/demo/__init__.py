@@ -23,6 +23,8 @@ from ..app import (
 from ..channels import ChannelLimitError, Engine, EventTooLargeError, MemoryEngine
 from ..config import Config
 from ..html import stream_page
+from ..middleware.auth import AUTH_STATE_KEY, Authenticator, ChannelAuth, install_auth
+from ..middleware.cors import cors
 from ..sse import encode_event
 from ..sse.streams import SSE_HEADERS, ChannelStream
 from ..untrusted import BadInteger, parse_int
@@ -116,8 +118,25 @@ async def healthz(request: Request) -> PlainTextResponse:
     return PlainTextResponse("ok\n")
 
 
+def _auth(request: Request) -> ChannelAuth | None:
+    assert request.app is not None
+    auth: ChannelAuth | None = request.app.state.get(AUTH_STATE_KEY)
+    return auth
+
+
+async def _authorized_subscribe(request: Request, channels: list[str], *, tag_channels: bool) -> ChannelStream:
+    """Subscribe after the auth check (when auth is on); the stream ends when its token does."""
+    auth = _auth(request)
+    if auth is None:
+        return await _subscribe(request, channels, tag_channels=tag_channels)
+    principal = await auth.check_subscribe(request, channels)
+    stream = await _subscribe(request, channels, tag_channels=tag_channels)
+    auth.end_at_expiry(stream, principal)
+    return stream
+
+
 async def subscribe(request: Request) -> ChannelStream:
-    return await _subscribe(request, [_channel_name(request.path_params["name"])], tag_channels=False)
+    return await _authorized_subscribe(request, [_channel_name(request.path_params["name"])], tag_channels=False)
 
 
 async def subscribe_many(request: Request) -> ChannelStream:
@@ -129,11 +148,14 @@ async def subscribe_many(request: Request) -> ChannelStream:
         raise HTTPError(400, "name at least one channel: /events?channel=a&channel=b")
     if len(names) > limit:
         raise HTTPError(400, f"at most {limit} channels on one stream")
-    return await _subscribe(request, [_channel_name(n) for n in names], tag_channels=True)
+    return await _authorized_subscribe(request, [_channel_name(n) for n in names], tag_channels=True)
 
 
 async def publish(request: Request) -> JSONResponse:
     name = _channel_name(request.path_params["name"])
+    auth = _auth(request)
+    if auth is not None:
+        await auth.check_publish(request, name)
     event = request.query_param("event") or None
     try:
         result = await _engine(request).publish(name, await request.text(), event=event)
@@ -172,10 +194,20 @@ async def live(request: Request) -> HTMLResponse:
     return HTMLResponse(pages.LIVE)
 
 
-def create_app(config: Config | None = None, engine: Engine | None = None) -> App:
-    """The demo app for ``config``; channels live in ``engine`` (in memory by default)."""
+def create_app(
+    config: Config | None = None, engine: Engine | None = None, *, authenticate: Authenticator | None = None,
+) -> App:
+    """The demo app for ``config``; channels live in ``engine`` (in memory by default).
+
+    ``authenticate`` is the application's own scheme for channel access (see
+    middleware/auth.py); without it ``config.jwt_secret_env`` turns on tokens.
+    Raises ValueError when an environment variable the config names is unset.
+    """
     config = config or Config()
     app = App()
+    if config.cors_origins:
+        app.add_middleware(cors(config.cors_origins))  # outermost: a preflight carries no credentials
+    install_auth(app, config, authenticate)
     app.state["config"] = config
     app.state["engine"] = engine or MemoryEngine(
         config.history_size, config.max_channels, history_bytes=config.history_bytes,

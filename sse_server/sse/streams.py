@@ -170,6 +170,7 @@ class ChannelStream(SSEStream):
     __slots__ = (
         "engine", "subscription", "tag_channels", "budget_bytes", "_pending", "_pending_bytes",
         "_live", "_ended", "_dropped", "_loop", "_heartbeats", "_budget",
+        "__weakref__",  # the auth expiry timer holds streams weakly (middleware/auth.py)
     )
     cut_in_band = True
 
