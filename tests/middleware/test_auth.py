@@ -159,6 +159,8 @@ async def test_a_stream_ends_cleanly_when_its_token_expires(server: Server) -> N
     assert time.time() >= exp - 0.05
     assert rest == []
     await eventually(lambda: engine.subscriber_count("news") == 1)
+    # Reconnecting with the same (now expired, once accepted) token is refused.
+    assert (await get(server, f"/channels/news/events?access_token={bearer}")).status == 401
     # The stream without exp lives on, and the server serves the next request on it.
     assert (await publish(server, "news", token(["news"]), b"after")).status == 202
     assert [e.data for e in await forever.take(2)] == ["before", "after"]
