@@ -246,3 +246,25 @@ async def test_client_key_is_the_subject_once_authenticated(start_server: StartS
     await get(server, "/channels/news/events", {"Authorization": f"Bearer {token(subscribe=['news'], sub='carol')}"})
     await get(server, "/channels/lobby/events")
     assert keys == ["sub:carol", "127.0.0.1"]
+
+
+async def test_the_expiry_heap_forgets_streams_that_left() -> None:
+    """Under churn with long tokens the timer's heap stays within twice the live streams, and fires the rest."""
+    from sse_server.middleware.auth import _Expiries
+
+    class Stream:
+        ended = 0
+
+        def end(self) -> None:
+            Stream.ended += 1
+
+    expiries = _Expiries()
+    keep = [Stream() for _ in range(10)]
+    for s in keep:
+        expiries.add(s, time.time() + 0.05)  # type: ignore[arg-type]
+    for _ in range(1000):  # each leaves at once, as a churning subscriber does
+        expiries.add(Stream(), time.time() + 3600)  # type: ignore[arg-type]
+    assert expiries.live == 10
+    assert len(expiries._heap) <= 2 * 10 + 65
+    await eventually(lambda: Stream.ended == 10)
+    assert expiries.live == 0
