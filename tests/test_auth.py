@@ -58,7 +58,7 @@ REFUSED = [
     ("alg not a string", forge({"alg": ["HS256"]}, GRANT), "alg"),
     ("crit extension", forge({"alg": "HS256", "crit": ["b64"], "b64": False}, GRANT), "crit"),
     ("another secret", forge(HS256, GRANT, secret=b"t" * 32), "signature"),
-    ("signature cut", forge(HS256, GRANT)[:-2], "base64url"),
+    ("signature cut", forge(HS256, GRANT)[:-2], "signature"),
     ("signature of other claims", forge(HS256, GRANT).rsplit(".", 1)[0] + "." + forge(HS256, {})
      .rsplit(".", 1)[1], "signature"),
     ("expired", forge(HS256, {**GRANT, "exp": NOW - LEEWAY_S}), "expired"),
@@ -73,8 +73,10 @@ REFUSED = [
     ("claims an array", forge(HS256, [GRANT]), "object"),  # type: ignore[arg-type]
     ("two parts", "a.b", "three"),
     ("four parts", forge(HS256, GRANT) + ".x", "three"),
-    ("padding", forge(HS256, GRANT) + "=", "base64url"),
-    ("standard alphabet", forge(HS256, GRANT).replace("-", "+").replace("_", "/") + "+/", "base64url"),
+    ("padding", forge(HS256, GRANT) + "=", "signature"),
+    ("claims padded", ".".join(p + "=" if i == 1 else p for i, p in enumerate(forge(HS256, GRANT).split("."))),
+     "base64url"),
+    ("standard alphabet", forge(HS256, GRANT).replace("-", "+").replace("_", "/") + "+/", "base64url|signature"),
     ("header not JSON", b64(b"{alg") + ".e30.", "JSON"),
     ("huge", "a" * 9000, "characters"),
 ]
@@ -97,7 +99,7 @@ def test_a_non_canonical_signature_spelling_is_refused() -> None:
     other = twin[index ^ 1]
     assert base64.urlsafe_b64decode(token.rsplit(".", 1)[1][:-1] + other + "=") == base64.urlsafe_b64decode(
         token.rsplit(".", 1)[1] + "=")
-    with pytest.raises(TokenError, match="base64url"):
+    with pytest.raises(TokenError, match="signature"):
         decode_token(token[:-1] + other, SECRET, now=NOW)
 
 

@@ -34,6 +34,7 @@ import itertools
 import os
 import time
 import weakref
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING
 
@@ -78,10 +79,14 @@ def token_of(request: Request) -> str | None:
         if scheme.lower() == "bearer" and value.strip():
             return value.strip()
     for cookie_header in request.headers.get_all("cookie"):
+        if TOKEN_COOKIE not in cookie_header:
+            continue
         for pair in cookie_header.split(";"):
             name, eq, value = pair.strip().partition("=")
             if eq and name == TOKEN_COOKIE and value:
                 return value.strip('"')
+    if not request.query_string:
+        return None  # most requests: no query to parse
     return request.query_param(TOKEN_PARAM) or None
 
 
@@ -94,7 +99,7 @@ def jwt_authenticator(secret: bytes, *, leeway_s: float = LEEWAY_S) -> Authentic
     # the same token again, and a hit costs a dict lookup and a clock read instead of
     # three base64 decodes, two JSON parses and an HMAC. Only verified tokens get in,
     # so a client cannot fill it without the secret; FIFO past the bound.
-    verified: dict[str, Principal] = {}
+    verified: OrderedDict[str, Principal] = OrderedDict()
 
     async def authenticate_jwt(request: Request) -> Principal | None:
         token = token_of(request)
@@ -111,7 +116,7 @@ def jwt_authenticator(secret: bytes, *, leeway_s: float = LEEWAY_S) -> Authentic
         except TokenError as e:
             raise AuthError(str(e)) from None
         if len(verified) >= _VERIFIED_TOKENS:
-            del verified[next(iter(verified))]
+            verified.popitem(last=False)
         verified[token] = principal
         return principal
 
