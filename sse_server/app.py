@@ -125,11 +125,18 @@ class Outcome:
 
 
 class Request:
-    """One HTTP request as the handler sees it. The body is read on first use."""
+    """One HTTP request as the handler sees it. The body is read on first use.
+
+    ``client`` is (address, port) of the client, after trusted proxies (port 0 when a
+    proxy named only the address); ``scheme`` is "https" or "http" as the client used
+    it; ``client_trusted`` says the client is itself one of ``--forwarded-allow-ips``
+    (a proxy, or this host), which per-client limits leave alone.
+    """
 
     __slots__ = (
         "method", "target", "path", "query_string", "http_version", "headers",
-        "client", "path_params", "app", "_read_body", "_body", "_query", "_on_finish",
+        "client", "path_params", "app", "scheme", "client_trusted",
+        "_read_body", "_body", "_query", "_on_finish",
     )
 
     def __init__(
@@ -143,6 +150,8 @@ class Request:
         client: tuple[str, int] | None = None,
         read_body: BodyReader | None = None,
         app: App | None = None,
+        scheme: str = "http",
+        client_trusted: bool = False,
     ) -> None:
         self.method = method
         self.target = target
@@ -153,6 +162,8 @@ class Request:
         self.client = client
         self.path_params: dict[str, str] = {}
         self.app = app
+        self.scheme = scheme
+        self.client_trusted = client_trusted
         self._read_body = read_body
         self._body: bytes | None = None
         self._query: dict[str, list[str]] | None = None
