@@ -275,7 +275,9 @@ class Connection(asyncio.Protocol):
             self._closing = True
             return False
         self._wake()
-        return True
+        # TLS has no half-close: asyncio closes the transport whatever we return (and
+        # warns if we ask otherwise), so the request in progress ends with it.
+        return self.scheme != "https"
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._lost = True
