@@ -126,11 +126,18 @@ class Outcome:
 
 
 class Request:
-    """One HTTP request as the handler sees it. The body is read on first use."""
+    """One HTTP request as the handler sees it. The body is read on first use.
+
+    ``client`` is (address, port) of the client, after trusted proxies (port 0 when a
+    proxy named only the address); ``scheme`` is "https" or "http" as the client used
+    it; ``client_trusted`` says the client is itself one of ``--forwarded-allow-ips``
+    (a proxy, or this host), which per-client limits leave alone.
+    """
 
     __slots__ = (
         "method", "target", "path", "query_string", "http_version", "headers",
-        "client", "path_params", "app", "principal", "_read_body", "_body", "_query", "_on_finish",
+        "client", "path_params", "app", "scheme", "client_trusted", "principal",
+        "_read_body", "_body", "_query", "_on_finish",
     )
 
     def __init__(
@@ -144,6 +151,8 @@ class Request:
         client: tuple[str, int] | None = None,
         read_body: BodyReader | None = None,
         app: App | None = None,
+        scheme: str = "http",
+        client_trusted: bool = False,
     ) -> None:
         self.method = method
         self.target = target
@@ -154,6 +163,8 @@ class Request:
         self.client = client
         self.path_params: dict[str, str] = {}
         self.app = app
+        self.scheme = scheme
+        self.client_trusted = client_trusted
         # Who the client is, set by the auth middleware (middleware/auth.py) when there is one.
         self.principal: Principal | None = None
         self._read_body = read_body

@@ -26,8 +26,9 @@ from typing import Any
 from . import __version__
 from .app import App
 from .auth import DEFAULT_SECRET_ENV
+from .clients import TrustedPeers
 from .config import Config
-from .server import Server
+from .server import Server, tls_context
 
 __all__ = ["main", "build_parser", "build_token_parser", "load_app", "AppSpecError"]
 
@@ -88,6 +89,28 @@ _positive_s = _finite(positive=True)
 _nonnegative = _finite(positive=False)
 
 
+def _peers(text: str) -> list[str]:
+    """``--forwarded-allow-ips``: a comma list of addresses or CIDRs, or ``*``."""
+    specs = [part.strip() for part in text.split(",") if part.strip()]
+    try:
+        TrustedPeers(specs)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"want addresses or CIDRs (or *), got {text!r}: {e}") from None
+    return specs
+
+
+class _Extend(argparse.Action):
+    """A repeatable list flag whose first use replaces the default instead of adding to it."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: object, option_string: str | None = None) -> None:
+        seen = f"_{self.dest}_given"
+        current = list(getattr(namespace, self.dest)) if getattr(namespace, seen, False) else []
+        assert isinstance(values, list)
+        setattr(namespace, self.dest, tuple(current + values))
+        setattr(namespace, seen, True)
+
+
 def _log_level(text: str) -> str:
     """Any case: ``DEBUG``, ``Info``; checked against LOG_LEVELS by ``choices``."""
     return text.lower()
@@ -134,6 +157,25 @@ def build_parser(prog: str = "python -m sse_server") -> argparse.ArgumentParser:
     g.add_argument("--backlog", type=_int_range(1, _C_INT_MAX), default=_DEFAULTS.backlog,
                    help="listen backlog: connections the kernel queues before we accept them; at least 1 "
                         "(the kernel may cap it lower)")
+    t = p.add_argument_group("production (TLS, proxies, per-client limits)")
+    t.add_argument("--certfile", default=_DEFAULTS.certfile, metavar="PATH",
+                   help="PEM certificate chain: serve HTTPS (TLS 1.2+) instead of HTTP")
+    t.add_argument("--keyfile", default=_DEFAULTS.keyfile, metavar="PATH",
+                   help="PEM private key of --certfile (omit if the certificate file holds it)")
+    t.add_argument("--forwarded-allow-ips", type=_peers, action=_Extend, default=_DEFAULTS.forwarded_allow_ips,
+                   metavar="ADDRS",
+                   help="proxies whose Forwarded / X-Forwarded-For / X-Forwarded-Proto are believed: addresses "
+                        "or CIDRs, comma-separated or repeated, or * for any peer; they are not limited themselves")
+    t.add_argument("--max-connections-per-client", type=_size, default=_DEFAULTS.max_connections_per_client,
+                   help="open connections one client address may hold (429 beyond); 0 turns it off")
+    t.add_argument("--connect-rate", type=_nonnegative, default=_DEFAULTS.connect_rate,
+                   help="new connections per second one client may open on average (429 beyond); 0 turns it off")
+    t.add_argument("--connect-burst", type=_count, default=_DEFAULTS.connect_burst,
+                   help="new connections one client may open at once before --connect-rate applies; at least 1")
+    t.add_argument("--publish-rate", type=_nonnegative, default=_DEFAULTS.publish_rate,
+                   help="publishes per second one client may make on average (429 beyond); 0 turns it off")
+    t.add_argument("--publish-burst", type=_count, default=_DEFAULTS.publish_burst,
+                   help="publishes one client may make at once before --publish-rate applies; at least 1")
     s = p.add_argument_group("server-sent events")
     s.add_argument("--heartbeat", type=_nonnegative, default=_DEFAULTS.heartbeat_s, dest="heartbeat_s",
                    help="seconds of idle before a heartbeat comment; 0 turns heartbeats off")
@@ -341,6 +383,14 @@ def main(argv: list[str] | None = None) -> None:
     )
     try:
         config = config_from_args(args)
+        if config.keyfile and not config.certfile:
+            raise ValueError("--keyfile needs --certfile")
+        if config.certfile:
+            try:  # a missing or mismatched file is said now, not at the first connection
+                tls_context(config.certfile, config.keyfile)
+            except OSError as e:
+                raise ValueError(f"cannot load --certfile {config.certfile} "
+                                 f"(--keyfile {config.keyfile}): {e}") from None
         if args.app:
             app = load_app(args.app, config)
         else:

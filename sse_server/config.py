@@ -38,6 +38,35 @@ class Config:
     max_connections: int = 15_000
     backlog: int = 4096
 
+    # TLS (PEM files; the key may sit in the certificate file). With a certificate the
+    # port speaks only HTTPS: TLS 1.2 or later, ALPN http/1.1; a handshake has
+    # head_timeout_s to complete, like a request head.
+    certfile: str | None = None
+    keyfile: str | None = None
+
+    # Peers whose Forwarded / X-Forwarded-For / X-Forwarded-Proto are believed (addresses,
+    # CIDRs, or "*"). From anyone else the headers are ignored: a client could otherwise
+    # pick its own address and slip every per-client limit. These peers themselves are
+    # not limited (a proxy carries everybody; loopback is this host's own tools).
+    forwarded_allow_ips: tuple[str, ...] = ("127.0.0.1", "::1")
+
+    # Per-client limits (a client is its address after trusted proxies; 0 turns a limit
+    # off). Beyond them: 429 with Retry-After. A browser holds at most 6 connections
+    # per host over HTTP/1.1 and reconnects an EventSource every few seconds at most,
+    # so these leave room for dozens of browsers behind one NAT address, while one
+    # address alone can hold at most 1/60 of max_connections.
+    max_connections_per_client: int = 256  # open connections (streams hold one each)
+    # New connections: each costs an accept and, with TLS, a handshake (~1 ms of CPU);
+    # 20/s sustained per client is a few percent of a core, and the burst covers a
+    # whole office reconnecting at once after a restart (shutdown_retry_jitter_ms).
+    connect_rate: float = 20.0  # per second, on average
+    connect_burst: int = 100
+    # Publishes: each is fanned out to every subscriber, so one client publishing in a
+    # loop costs the server (subscribers x rate) writes. A person types far slower; a
+    # server-side publisher on another host raises it, or sets 0.
+    publish_rate: float = 50.0  # per second, on average
+    publish_burst: int = 200
+
     # Server-Sent Events.
     heartbeat_s: float = 15.0  # comment line after this much idle time; proxies drop silent streams
     retry_ms: int = 3_000  # reconnection hint sent at the start of each stream

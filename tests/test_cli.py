@@ -223,6 +223,8 @@ def test_each_flag_sets_its_config_field() -> None:
             raise AssertionError(f"{name}: no sample value for a bool field; extend this test")
         if name == "upstream_url":
             value, expected = "http://127.0.0.1:9/v1", "http://127.0.0.1:9/v1"
+        elif name == "forwarded_allow_ips":
+            value, expected = "10.0.0.0/8, ::1", ("10.0.0.0/8", "::1")
         elif name == "cors_origins":
             value, expected = "https://app.test:8443", ("https://app.test:8443",)
         elif isinstance(default, tuple):
@@ -375,6 +377,14 @@ BAD_INVOCATIONS = [
     (["--public-channel", ""], "--public-channel"),
     (["--cors-origin", "https://app.test/"], "--cors-origin"),  # an Origin header never has a path
     (["--cors-origin", "app.test"], "--cors-origin"),
+    (["--max-connections-per-client", "-1"], "--max-connections-per-client"),
+    (["--connect-rate", "nan"], "--connect-rate"),
+    (["--connect-rate", "-1"], "--connect-rate"),
+    (["--connect-burst", "0"], "--connect-burst"),
+    (["--publish-rate", "inf"], "--publish-rate"),
+    (["--publish-burst", "0"], "--publish-burst"),
+    (["--forwarded-allow-ips", "10.0.0.0/33"], "--forwarded-allow-ips"),
+    (["--forwarded-allow-ips", "proxy.local"], "--forwarded-allow-ips"),
 ]
 
 
@@ -421,6 +431,12 @@ def test_every_numeric_flag_has_a_bad_case() -> None:
         (["--model-first-token-ms", "0"], "model_first_token_ms", 0.0),
         (["--history-size", "1"], "history_size", 1),
         (["--backlog", "1"], "backlog", 1),
+        (["--max-connections-per-client", "0"], "max_connections_per_client", 0),  # off
+        (["--connect-rate", "0"], "connect_rate", 0.0),  # off
+        (["--publish-rate", "0"], "publish_rate", 0.0),  # off
+        (["--forwarded-allow-ips", "*"], "forwarded_allow_ips", ("*",)),  # any peer
+        (["--forwarded-allow-ips", "10.0.0.1", "--forwarded-allow-ips", "10.0.1.0/24,::1"],
+         "forwarded_allow_ips", ("10.0.0.1", "10.0.1.0/24", "::1")),  # repeated replaces the default
     ],
 )
 def test_edge_values_that_mean_something_are_accepted(args: list[str], field: str, expected: object) -> None:

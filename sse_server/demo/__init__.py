@@ -7,6 +7,8 @@ Handlers are module-level and find the channel engine in ``request.app.state``.
 
 from __future__ import annotations
 
+import time
+
 from html_stream.demo import dashboard_page, suspense_page
 
 from ..app import (
@@ -21,6 +23,7 @@ from ..app import (
     StreamingResponse,
 )
 from ..channels import ChannelLimitError, Engine, EventTooLargeError, MemoryEngine
+from ..clients import TokenBuckets, client_key, retry_after
 from ..config import Config
 from ..html import stream_page
 from ..middleware.auth import AUTH_STATE_KEY, Authenticator, ChannelAuth, install_auth
@@ -107,7 +110,7 @@ async def _subscribe(request: Request, channels: list[str], *, tag_channels: boo
 
 
 async def index(request: Request) -> HTMLResponse:
-    return HTMLResponse(pages.INDEX)
+    return HTMLResponse(pages.INDEX, headers=pages.PAGE_HEADERS)
 
 
 async def favicon(request: Request) -> Response:
@@ -151,11 +154,24 @@ async def subscribe_many(request: Request) -> ChannelStream:
     return await _authorized_subscribe(request, [_channel_name(n) for n in names], tag_channels=True)
 
 
+def _check_publish_rate(request: Request) -> None:
+    """429 with Retry-After for a client publishing faster than --publish-rate allows."""
+    assert request.app is not None
+    buckets: TokenBuckets | None = request.app.state["publish_rate"]
+    key = client_key(request)
+    if buckets is None or key is None:
+        return
+    wait = buckets.take(key, time.monotonic())
+    if wait:
+        raise HTTPError(429, "publishing too fast; slow down", [("Retry-After", retry_after(wait))])
+
+
 async def publish(request: Request) -> JSONResponse:
     name = _channel_name(request.path_params["name"])
     auth = _auth(request)
     if auth is not None:
         await auth.check_publish(request, name)
+    _check_publish_rate(request)
     event = request.query_param("event") or None
     try:
         result = await _engine(request).publish(name, await request.text(), event=event)
@@ -183,15 +199,15 @@ async def suspense(request: Request) -> Response | StreamingResponse:
         raise HTTPError(400, shape) from None
     if not 1 <= len(delays) <= _MAX_SUSPENSE_BOUNDARIES:
         raise HTTPError(400, shape)
-    return await stream_page(request, suspense_page(delays), csp=True)
+    return await stream_page(request, suspense_page(delays), csp=True, headers=pages.PAGE_HEADERS)
 
 
 async def dashboard(request: Request) -> Response | StreamingResponse:
-    return await stream_page(request, dashboard_page(), csp=True, deadline_s=10)
+    return await stream_page(request, dashboard_page(), csp=True, deadline_s=10, headers=pages.PAGE_HEADERS)
 
 
 async def live(request: Request) -> HTMLResponse:
-    return HTMLResponse(pages.LIVE)
+    return HTMLResponse(pages.LIVE, headers=pages.PAGE_HEADERS)
 
 
 def create_app(
@@ -209,6 +225,9 @@ def create_app(
         app.add_middleware(cors(config.cors_origins))  # outermost: a preflight carries no credentials
     install_auth(app, config, authenticate)
     app.state["config"] = config
+    app.state["publish_rate"] = (
+        TokenBuckets(config.publish_rate, config.publish_burst) if config.publish_rate > 0 else None
+    )
     app.state["engine"] = engine or MemoryEngine(
         config.history_size, config.max_channels, history_bytes=config.history_bytes,
         history_total_bytes=config.history_total_bytes, max_event_bytes=config.max_event_bytes,

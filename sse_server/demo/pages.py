@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-__all__ = ["INDEX", "LIVE"]
+__all__ = ["INDEX", "LIVE", "PAGE_HEADERS"]
+
+# Sent with every demo page (not with API answers, which stay lean): no MIME sniffing
+# of what we label, and no page URL (it may name a private channel or carry a token
+# in its query) in the Referer of requests to other origins.
+PAGE_HEADERS = (("X-Content-Type-Options", "nosniff"), ("Referrer-Policy", "same-origin"))
 
 _STYLE = """
 body { font: 16px/1.5 system-ui, sans-serif; margin: 2rem auto; max-width: 46rem; padding: 0 1rem; color: #1d1d1f; }

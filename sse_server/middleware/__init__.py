@@ -8,8 +8,7 @@ and the API key of the model routes. ``cors``: cross-origin access for listed or
 from __future__ import annotations
 
 from .access_log import access_log
-from .auth import ChannelAuth, api_key_required, client_key, install_auth, jwt_authenticator
+from .auth import ChannelAuth, api_key_required, install_auth, jwt_authenticator
 from .cors import cors
 
-__all__ = ["ChannelAuth", "access_log", "api_key_required", "client_key", "cors", "install_auth",
-           "jwt_authenticator"]
+__all__ = ["ChannelAuth", "access_log", "api_key_required", "cors", "install_auth", "jwt_authenticator"]

@@ -52,7 +52,6 @@ __all__ = [
     "ChannelAuth",
     "api_key_required",
     "authenticate",
-    "client_key",
     "install_auth",
     "jwt_authenticator",
     "token_of",
@@ -123,19 +122,11 @@ def jwt_authenticator(secret: bytes, *, leeway_s: float = LEEWAY_S) -> Authentic
     return authenticate_jwt
 
 
-def client_key(request: Request) -> str:
-    """Whom per-client limits count a request against: its principal's subject when it
-    has one (set by ``authenticate``, which must run first), else its address."""
-    principal = request.principal
-    if principal is not None and principal.subject:
-        return "sub:" + principal.subject
-    return request.client[0] if request.client else "-"
-
-
 def authenticate(auth: ChannelAuth) -> Middleware:
-    """Learn each request's principal before routing, for what runs after (limits,
-    logs); a request with bad credentials goes on as anonymous, and the check that
-    needs them answers 401 with the reason."""
+    """Learn each request's principal before routing, for what runs after: per-client
+    limits count by its subject (``clients.client_key``), logs may name it. A request
+    with bad credentials goes on as anonymous; the check that needs them answers 401
+    with the reason."""
 
     async def authenticate_request(request: Request, call_next: Handler) -> AnyResponse:
         try:

@@ -14,8 +14,9 @@ import pytest
 
 from sse_server import Server
 from sse_server.auth import Principal, mint_token
+from sse_server.clients import client_key
 from sse_server.demo import create_app
-from sse_server.middleware.auth import AuthError, client_key
+from sse_server.middleware.auth import AuthError
 
 from ..conftest import StartServer
 from ..http_client import Reply, exchange
@@ -217,7 +218,9 @@ async def test_an_application_scheme_plugs_into_the_same_checks(start_server: St
         seen.append(client_key(request))
         return principal
 
-    server = await start_server(lambda config: create_app(config, authenticate=by_session), access_log=False)
+    # forwarded_allow_ips=(): this host is not a trusted proxy, so it is counted by its address.
+    server = await start_server(lambda config: create_app(config, authenticate=by_session), access_log=False,
+                                forwarded_allow_ips=())
     assert (await get(server, "/channels/bob%2Finbox/events", {"Cookie": "session=s1"})).status == 200
     assert (await get(server, "/channels/alice%2Finbox/events", {"Cookie": "session=s1"})).status == 403
     reply = await get(server, "/channels/bob%2Finbox/events", {"Cookie": "session=stale"})
@@ -242,7 +245,7 @@ async def test_client_key_is_the_subject_once_authenticated(start_server: StartS
         return app
 
     server = await start_server(app_with_recorder, jwt_secret_env=ENV, public_channels=("lobby",),
-                                access_log=False)
+                                access_log=False, forwarded_allow_ips=())
     await get(server, "/channels/news/events", {"Authorization": f"Bearer {token(subscribe=['news'], sub='carol')}"})
     await get(server, "/channels/lobby/events")
     assert keys == ["sub:carol", "127.0.0.1"]
