@@ -271,3 +271,16 @@ async def test_the_expiry_heap_forgets_streams_that_left() -> None:
     assert len(expiries._heap) <= 2 * 10 + 65
     await eventually(lambda: Stream.ended == 10)
     assert expiries.live == 0
+
+
+async def test_publish_rate_counts_each_subject_apart(start_server: StartServer,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two users behind one address have a publish budget each: the token's subject is the client."""
+    monkeypatch.setenv(ENV, SECRET)
+    server = await start_server(create_app, jwt_secret_env=ENV, publish_rate=0.01, publish_burst=1,
+                                forwarded_allow_ips=(), access_log=False)
+    alice, bob = token(["news"], sub="alice"), token(["news"], sub="bob")
+    assert (await publish(server, "news", alice)).status == 202
+    refused = await publish(server, "news", alice)
+    assert refused.status == 429 and refused.header("retry-after")
+    assert (await publish(server, "news", bob)).status == 202
