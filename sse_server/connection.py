@@ -120,6 +120,7 @@ class Host(Protocol):
     def shutting_down(self) -> bool: ...
     @property
     def max_connections(self) -> int: ...
+    write_timeouts: int  # clients dropped for taking no bytes within write_timeout_s
 
     async def handle(self, request: Request) -> AnyResponse: ...
     def track(self, conn: Connection) -> None: ...
@@ -274,6 +275,7 @@ class Connection(asyncio.Protocol):
         if self._paused_writing:
             log.debug("client %s took nothing for %.0f s; dropping it", self.client,
                       self.server.config.write_timeout_s)
+            self.server.write_timeouts += 1
             self.abort()
         elif self.task is None and not self.parser.idle and self.parser.in_head:
             log.debug("request head from %s not complete in time", self.client)
@@ -624,11 +626,12 @@ class Exchange:
                 on_close()
             except Exception:
                 log.exception("stream close hook failed")
-        streamed = self.response is not None
+        response = self.response
         request, self.request, self.response = self.request, None, None  # no cycles left to collect
         if request is not None:
             request.finished(Outcome(
-                self.status, self.body_bytes, time.perf_counter() - self.started, streamed, completed,
+                self.status, self.body_bytes, time.perf_counter() - self.started, response is not None, completed,
+                response.events if response is not None else 0,
             ))
 
     # -- the Sink protocol (app.Sink) used by stream producers ---------------------------
