@@ -27,7 +27,7 @@ from collections import defaultdict
 from benchlib import HOST, OUR_SERVER, ServerProcess, cpu_seconds, median
 
 CHAT_BODY = json.dumps({
-    "model": "mock", "stream": True,
+    "model": "sse-mock-1", "stream": True,
     "messages": [{"role": "user", "content": "Tell me about streaming servers and compression."}],
 }).encode()
 
@@ -64,6 +64,7 @@ def chat(port: int, gzip: bool) -> tuple[int, int]:
     raw = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: b\r\nContent-Type: application/json\r\n" + accept
            + b"Connection: close\r\nContent-Length: " + str(len(CHAT_BODY)).encode() + b"\r\n\r\n" + CHAT_BODY)
     head, body = request(port, raw)
+    assert head.startswith(b"HTTP/1.1 200"), head
     assert (b"content-encoding: gzip" in head.lower()) == gzip, head
     text = dechunk(body)
     if gzip:

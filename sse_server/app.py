@@ -203,11 +203,21 @@ class Request:
     def finished(self, outcome: Outcome) -> None:
         """Run the ``on_finish`` callbacks; the connection calls this once per request."""
         callbacks, self._on_finish = self._on_finish, None
-        for callback in callbacks or ():
-            try:
-                callback(outcome)
-            except Exception:
-                log.exception("on_finish callback for %s %s failed", self.method, self.path)
+        run_finish_callbacks(callbacks, outcome)
+
+    def take_finish_callbacks(self) -> list[Callable[[Outcome], None]] | None:
+        """Hand the ``on_finish`` callbacks to whoever outlives this request (a detached
+        stream keeps only them, not the request with its headers)."""
+        callbacks, self._on_finish = self._on_finish, None
+        return callbacks
+
+
+def run_finish_callbacks(callbacks: list[Callable[[Outcome], None]] | None, outcome: Outcome) -> None:
+    for callback in callbacks or ():
+        try:
+            callback(outcome)
+        except Exception:
+            log.exception("an on_finish callback failed")
 
 
 class Sink(Protocol):

@@ -34,7 +34,17 @@ import time
 from collections.abc import Callable, Sized
 from typing import TYPE_CHECKING, Protocol
 
-from .app import AnyResponse, App, Headers, Outcome, Request, Response, StreamFilter, StreamingResponse
+from .app import (
+    AnyResponse,
+    App,
+    Headers,
+    Outcome,
+    Request,
+    Response,
+    StreamFilter,
+    StreamingResponse,
+    run_finish_callbacks,
+)
 from .http11 import (
     END_OF_MESSAGE,
     NEED_DATA,
@@ -512,7 +522,7 @@ class Exchange:
 
     __slots__ = (
         "conn", "transport", "request", "head_only", "http_version", "started", "status", "chunked",
-        "filters", "body_bytes", "response", "on_close", "_done",
+        "filters", "body_bytes", "response", "on_close", "_done", "_on_finish",
     )
 
     def __init__(self, conn: Connection, request: Request) -> None:
@@ -529,6 +539,7 @@ class Exchange:
         self.response: StreamingResponse | None = None
         self.on_close: Callable[[], None] | None = None  # set by detach()
         self._done = False
+        self._on_finish: list[Callable[[Outcome], None]] | None = None  # taken from the request by detach()
 
     # -- plain responses ------------------------------------------------------------
 
@@ -628,11 +639,15 @@ class Exchange:
                 log.exception("stream close hook failed")
         response = self.response
         request, self.request, self.response = self.request, None, None  # no cycles left to collect
-        if request is not None:
-            request.finished(Outcome(
+        callbacks, self._on_finish = self._on_finish, None
+        if request is not None or callbacks:
+            outcome = Outcome(
                 self.status, self.body_bytes, time.perf_counter() - self.started, response is not None, completed,
                 response.events if response is not None else 0,
-            ))
+            )
+            if request is not None:
+                request.finished(outcome)
+            run_finish_callbacks(callbacks, outcome)
 
     # -- the Sink protocol (app.Sink) used by stream producers ---------------------------
 
@@ -687,8 +702,11 @@ class Exchange:
         runs once, when the client leaves or the stream ends.
         """
         self.on_close = on_close
-        if self.request is not None and not self.request.wants_outcome:
-            self.request = None  # an idle subscriber holds no request it will never need
+        request, self.request = self.request, None
+        if request is not None:
+            # An idle subscriber holds no request: only the callbacks waiting for its
+            # outcome (which keep what they need of it, e.g. the access log's fields).
+            self._on_finish = request.take_finish_callbacks()
 
     def finish(self) -> None:
         """End a detached stream cleanly; the connection then serves its next request."""

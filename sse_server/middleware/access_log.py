@@ -38,7 +38,9 @@ SECRET_PARAMS = frozenset({
 _FLUSH_AFTER_S = 0.25  # a line is on disk within this long
 _FLUSH_AT_LINES = 1024  # or once this many wait: bounds what a burst holds in memory
 
-_Record = tuple[float, Request, Outcome]
+# What a line needs of its request: a subscriber's callback holds these, not the request.
+_Fields = tuple[tuple[str, int] | None, str, str, str]  # client, method, target, http version
+_Record = tuple[float, _Fields, Outcome]
 
 
 def redact_target(target: str) -> str:
@@ -100,12 +102,13 @@ class AccessLog:
         self._clock = _Clock()
 
     async def __call__(self, request: Request, call_next: Handler) -> AnyResponse:
-        request.on_finish(lambda outcome: self._record(request, outcome))
+        fields = (request.client, request.method, request.target, request.http_version)
+        request.on_finish(lambda outcome: self._record(fields, outcome))
         return await call_next(request)
 
-    def _record(self, request: Request, outcome: Outcome) -> None:
+    def _record(self, fields: _Fields, outcome: Outcome) -> None:
         pending = self._pending
-        pending.append((time.time(), request, outcome))
+        pending.append((time.time(), fields, outcome))
         if len(pending) >= _FLUSH_AT_LINES:
             self.flush()
         elif self._timer is None:
@@ -131,23 +134,25 @@ class AccessLog:
         except (OSError, ValueError):  # stderr closed or full: the log is best effort
             pass
 
-    def _text_line(self, t: float, request: Request, outcome: Outcome) -> str:
-        client = request.client[0] if request.client else "-"
+    def _text_line(self, t: float, fields: _Fields, outcome: Outcome) -> str:
+        peer, method, target, version = fields
+        client = peer[0] if peer else "-"
         return (
-            f'{self._clock.text(t)} INFO sse_server.access: {client} - "{request.method} '
-            f'{redact_target(request.target)} HTTP/{request.http_version}" {outcome.status or "-"} '
+            f'{self._clock.text(t)} INFO sse_server.access: {client} - "{method} '
+            f'{redact_target(target)} HTTP/{version}" {outcome.status or "-"} '
             f"{outcome.body_bytes}B {outcome.duration_s * 1000:.1f}ms\n"
         )
 
-    def _json_line(self, t: float, request: Request, outcome: Outcome) -> str:
-        client = _json_string(request.client[0]) if request.client else "null"
+    def _json_line(self, t: float, fields: _Fields, outcome: Outcome) -> str:
+        peer, method, target, version = fields
+        client = _json_string(peer[0]) if peer else "null"
         stream = (
             f',"stream":true,"events":{outcome.events},"completed":{"true" if outcome.completed else "false"}'
             if outcome.streamed else ""
         )
         return (
-            f'{{"time":"{self._clock.iso(t)}","client":{client},"method":{_json_string(request.method)},'
-            f'"path":{_json_string(redact_target(request.target))},"http":"{request.http_version}",'
+            f'{{"time":"{self._clock.iso(t)}","client":{client},"method":{_json_string(method)},'
+            f'"path":{_json_string(redact_target(target))},"http":"{version}",'
             f'"status":{outcome.status},"bytes":{outcome.body_bytes},'
             f'"duration_ms":{round(outcome.duration_s * 1000, 3)}{stream}}}\n'
         )

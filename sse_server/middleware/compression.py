@@ -123,10 +123,10 @@ class Compression:
             self._stream(request, response)
         return response
 
-    def _eligible(self, headers: list[tuple[str, str]], status: int) -> bool:
+    def _eligible(self, headers: list[tuple[str, str]], status: int, any_type: bool = False) -> bool:
         if status < 200 or status in (204, 206, 304) or _header(headers, "content-encoding") is not None:
             return False
-        return _compressible(_header(headers, "content-type") or "")
+        return any_type or _compressible(_header(headers, "content-type") or "")
 
     def _plain(self, request: Request, response: Response) -> None:
         if not self._eligible(response.headers, response.status):
@@ -145,7 +145,7 @@ class Compression:
                 wanted = response.kind == "html"
             if not wanted:
                 return
-        if not self._eligible(response.headers, response.status):
+        if not self._eligible(response.headers, response.status, any_type=response.compress is True):
             return
         _add_vary(response.headers)
         if accepts_gzip(request.headers.get("accept-encoding")):
