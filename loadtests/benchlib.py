@@ -245,12 +245,20 @@ class ServerProcess:
             f"{self.log_tail()}"
         )
 
+    def log_text(self) -> str:
+        """Everything the server has printed so far ("" once it has been stopped)."""
+        if self._log.closed:
+            return ""
+        # pread, not seek+read: the server writes through the same open file, so
+        # moving its offset back would make the server overwrite its own log.
+        fd = self._log.fileno()
+        return os.pread(fd, os.fstat(fd).st_size, 0).decode("utf-8", "replace")
+
     def log_tail(self, lines: int = 3) -> str:
         """The last lines the server printed, for a failure message."""
         if self._log.closed:
             return ""
-        self._log.seek(0)
-        text = self._log.read().decode("utf-8", "replace").strip().splitlines()
+        text = self.log_text().strip().splitlines()
         return " | ".join(text[-lines:]) or "(no output)"
 
     def alive(self) -> bool:

@@ -669,11 +669,19 @@ class Exchange:
         self.body_bytes += len(wire)
         self.transport.write(wire)
 
-    def deliver(self, event: EncodedEvent) -> None:
-        """Write an event encoded once for many streams, framing it once for all of them."""
+    def deliver(self, event: EncodedEvent) -> int:
+        """Write an event encoded once for many streams, framing it once for all of them;
+        return the bytes still unsent, or -1 if the connection is closing (nothing written).
+
+        This is the fan-out hot path: one call per subscriber per event, so it answers
+        "is it closing" and "how far behind is it" itself rather than in two more calls.
+        """
+        transport = self.transport
+        if self.conn._closing or transport.is_closing():
+            return -1
         if self.filters:
             self.write(event.raw)  # each filtered stream transforms its own copy
-            return
+            return transport.get_write_buffer_size()
         if self.chunked:
             wire = event.framed
             if wire is None:
@@ -681,7 +689,8 @@ class Exchange:
         else:
             wire = event.raw
         self.body_bytes += len(wire)
-        self.transport.write(wire)
+        transport.write(wire)
+        return transport.get_write_buffer_size()
 
     def buffered_bytes(self) -> int:
         return self.transport.get_write_buffer_size()

@@ -101,6 +101,14 @@ class Server:
         if self.max_connections < self.config.max_connections:
             log.warning("serving at most %d connections, not %d: the process may open %d file descriptors "
                         "and keeps some in reserve", self.max_connections, self.config.max_connections, nofile)
+        # The event loop accepts up to ``backlog`` connections per wake-up before any of
+        # them can be told 503: with few descriptors to spare, a burst would run out of
+        # them mid-loop. Accept no more at once than the descriptors left over.
+        backlog = self.config.backlog
+        if nofile is not None and nofile - self.max_connections < backlog:
+            backlog = max(8, (nofile - self.max_connections) // 2)
+            log.warning("accepting at most %d connections at a time (listen backlog %d): few file "
+                        "descriptors are left over the connection cap", backlog, backlog)
         self._emfile_log = EmfileLog(self.loop.get_exception_handler())
         self.loop.set_exception_handler(self._emfile_log)
         for hook in self.app.on_startup:
@@ -108,7 +116,7 @@ class Server:
         self._idle.set()
         self._listener = await self.loop.create_server(
             lambda: Connection(self), self.config.host, self.config.port,
-            backlog=self.config.backlog, reuse_address=True,
+            backlog=backlog, reuse_address=True,
         )
         sockname = self._listener.sockets[0].getsockname()
         self.host, self.port = sockname[0], sockname[1]

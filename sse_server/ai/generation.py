@@ -361,7 +361,7 @@ class GenerationStream(EventStream):
             return  # not started, or the connection notices and cancels us
         sink.write(wire)
         self.events += 1
-        self.last_write = self._loop.time()
+        self.wrote = True
         if sink.buffered_bytes() > sink.config.max_subscriber_buffer_bytes:
             # A client this far behind a paced stream is gone in practice; like a slow
             # channel subscriber it is dropped rather than buffered without bound.
