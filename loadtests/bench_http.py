@@ -16,13 +16,22 @@ Usage:
     python loadtests/bench_http.py                     # 3 interleaved runs of 10 s each
     python loadtests/bench_http.py --duration 5 --repeats 5 --connections 100
     python loadtests/bench_http.py --only sse_server --only uvicorn-h11
+
+Variants of our server side by side in one run: ``--variant NAME=ARGS`` adds
+sse_server started with ARGS appended, ``--tree NAME=PATH`` adds the sse_server of
+another checkout; ``--baseline`` picks the row the ratio column divides by:
+    python loadtests/bench_http.py --only sse_server --baseline sse_server \
+        --variant "log-text=--log-level info" \
+        --variant "log-json=--log-level info --access-log-format json"
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import resource
+import shlex
 import shutil
 import subprocess
 import sys
@@ -108,6 +117,11 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=50)
     parser.add_argument("--repeats", type=int, default=3, help="interleaved runs per server")
     parser.add_argument("--only", action="append", help="server name (repeat or comma-separate)")
+    parser.add_argument("--variant", action="append", default=[], metavar="NAME=ARGS",
+                        help="add sse_server started with ARGS appended (repeatable)")
+    parser.add_argument("--tree", action="append", default=[], metavar="NAME=PATH",
+                        help="add the sse_server of the checkout at PATH (repeatable)")
+    parser.add_argument("--baseline", default=BASELINE, help="the row the ratio column divides by")
     parser.add_argument("--server-cpu", type=int, default=0)
     parser.add_argument("--load-cpu", type=int, default=1)
     args = parser.parse_args()
@@ -115,6 +129,16 @@ def main() -> None:
     if shutil.which("wrk") is None:
         sys.exit("wrk not found on PATH (Debian: apt-get install wrk)")
     servers = select_servers(SERVERS, args.only)
+    for spec in args.variant:
+        name, sep, extra = spec.partition("=")
+        if not sep or not name:
+            sys.exit(f"--variant wants NAME=ARGS, got {spec!r}")
+        servers[name] = (*OUR_SERVER, *shlex.split(extra))
+    for spec in args.tree:
+        name, sep, path = spec.partition("=")
+        if not sep or not os.path.isdir(os.path.join(path, "sse_server")):
+            sys.exit(f"--tree wants NAME=PATH to a checkout with sse_server/, got {spec!r}")
+        servers[name] = ("env", f"PYTHONPATH={os.path.abspath(path)}", "{python}", "-P", *OUR_SERVER[1:])
     if any("starlette_app.py" in " ".join(cmd) for cmd in servers.values()):
         require_modules(["uvicorn", "starlette", "sse_starlette", "httptools", "uvloop"])
     exit_on_sigterm()
@@ -184,7 +208,7 @@ def main() -> None:
         Column("others", "others' CPU % (max)", "{:.0f}"),
         Column("errors", "errors", "{:d}"),
     ]
-    print(markdown_table(rows, columns, baseline=BASELINE))
+    print(markdown_table(rows, columns, baseline=args.baseline if args.baseline in rows else BASELINE))
     warn_if_shared(max((max(v) for v in others.values() if v), default=0.0))
     for name, reason in skipped.items():
         print(f"\nskipped {name}: {reason}")

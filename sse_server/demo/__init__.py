@@ -31,6 +31,7 @@ from ..sse.streams import SSE_HEADERS, ChannelStream
 from ..untrusted import BadInteger, parse_int
 from . import pages
 from .chat import install_chat
+from .status import status_events, status_page
 
 __all__ = ["create_app", "Firehose"]
 
@@ -210,5 +211,7 @@ def create_app(config: Config | None = None, engine: Engine | None = None) -> Ap
     app.add_route("/suspense", suspense)
     app.add_route("/dashboard", dashboard)
     app.add_route("/live", live)
+    app.add_route("/status", status_page)
+    app.add_route("/status/events", status_events)
     install_chat(app, config)  # /v1/chat/completions, /v1/models, /chat, /chat/stream(s)
     return app

@@ -1,10 +1,14 @@
-"""Middleware: ``async def mw(request, call_next) -> Response`` wrappers of an App.
+"""Middleware that ships with the server: ``async def mw(request, call_next) -> Response``.
 
-``access_log``: one line per request, written when the response has ended.
+``AccessLog``: one line (text or JSON) per request, written in batches when it has ended.
+``Compression``: gzip negotiated from Accept-Encoding, flushed per write on streams.
+``Metrics``: counts per request and ``GET /metrics`` in the Prometheus text format.
 """
 
 from __future__ import annotations
 
-from .access_log import access_log
+from .access_log import AccessLog
+from .compression import Compression, GzipFilter
+from .metrics import Metrics
 
-__all__ = ["access_log"]
+__all__ = ["AccessLog", "Compression", "GzipFilter", "Metrics"]
