@@ -16,18 +16,25 @@ Usage:
     python loadtests/bench_http.py                     # 3 interleaved runs of 10 s each
     python loadtests/bench_http.py --duration 5 --repeats 5 --connections 100
     python loadtests/bench_http.py --only sse_server --only uvicorn-h11
-    python loadtests/bench_http.py --only sse_server --variant auth='--jwt-secret-env SSE_JWT_SECRET' \
-        --header "Authorization: Bearer $(python -m sse_server token --subscribe '*')"
 
-``--variant NAME=ARGS`` adds this repo's sse_server with extra flags; ``--header``
-goes on every request of every row (wrk -H), so a feature's cost is one run.
+Variants of our server side by side in one run: ``--variant NAME=ARGS`` adds
+sse_server started with ARGS appended, ``--tree NAME=PATH`` adds the sse_server of
+another checkout; ``--baseline`` picks the row the ratio column divides by:
+    python loadtests/bench_http.py --only sse_server --baseline sse_server \
+        --variant auth='--jwt-secret-env SSE_JWT_SECRET' \
+        --header "Authorization: Bearer $(python -m sse_server token --subscribe '*')"
+    python loadtests/bench_http.py --only sse_server --baseline sse_server \
+        --variant "log-text=--log-level info" \
+        --variant "log-json=--log-level info --access-log-format json"
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import resource
+import shlex
 import shutil
 import subprocess
 import sys
@@ -44,10 +51,8 @@ from benchlib import (
     exit_on_sigterm,
     markdown_table,
     median,
-    parse_headers,
     require_modules,
     select_servers,
-    variant_server,
     warn_if_shared,
 )
 
@@ -120,17 +125,29 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="interleaved runs per server")
     parser.add_argument("--only", action="append", help="server name (repeat or comma-separate)")
     parser.add_argument("--variant", action="append", default=[], metavar="NAME=ARGS",
-                        help="also run this repo's sse_server with extra flags, as NAME (repeatable)")
+                        help="add sse_server started with ARGS appended (repeatable)")
+    parser.add_argument("--tree", action="append", default=[], metavar="NAME=PATH",
+                        help="add the sse_server of the checkout at PATH (repeatable)")
+    parser.add_argument("--baseline", default=BASELINE, help="the row the ratio column divides by")
     parser.add_argument("--header", action="append", default=[], metavar="'NAME: VALUE'",
-                        help="send this header on every request (repeatable)")
+                        help="send this header on every request of every row (wrk -H; repeatable)")
     parser.add_argument("--server-cpu", type=int, default=0)
     parser.add_argument("--load-cpu", type=int, default=1)
     args = parser.parse_args()
-    parse_headers(args.header)  # exits on a malformed one
 
     if shutil.which("wrk") is None:
         sys.exit("wrk not found on PATH (Debian: apt-get install wrk)")
-    servers = select_servers(SERVERS, args.only) | dict(variant_server(v) for v in args.variant)
+    servers = select_servers(SERVERS, args.only)
+    for spec in args.variant:
+        name, sep, extra = spec.partition("=")
+        if not sep or not name:
+            sys.exit(f"--variant wants NAME=ARGS, got {spec!r}")
+        servers[name] = (*OUR_SERVER, *shlex.split(extra))
+    for spec in args.tree:
+        name, sep, path = spec.partition("=")
+        if not sep or not os.path.isdir(os.path.join(path, "sse_server")):
+            sys.exit(f"--tree wants NAME=PATH to a checkout with sse_server/, got {spec!r}")
+        servers[name] = ("env", f"PYTHONPATH={os.path.abspath(path)}", "{python}", "-P", *OUR_SERVER[1:])
     if any("starlette_app.py" in " ".join(cmd) for cmd in servers.values()):
         require_modules(["uvicorn", "starlette", "sse_starlette", "httptools", "uvloop"])
     exit_on_sigterm()
@@ -205,7 +222,7 @@ def main() -> None:
         Column("others", "others' CPU % (max)", "{:.0f}"),
         Column("errors", "errors", "{:d}"),
     ]
-    print(markdown_table(rows, columns, baseline=BASELINE))
+    print(markdown_table(rows, columns, baseline=args.baseline if args.baseline in rows else BASELINE))
     warn_if_shared(max((max(v) for v in others.values() if v), default=0.0))
     for name, reason in skipped.items():
         print(f"\nskipped {name}: {reason}")

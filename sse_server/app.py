@@ -123,6 +123,7 @@ class Outcome:
     duration_s: float  # from the request head to the last byte (or to the end of the stream)
     streamed: bool
     completed: bool  # False: the client left or the stream failed before its end
+    events: int = 0  # events a stream sent (SSE streams count theirs; heartbeats excluded)
 
 
 class Request:
@@ -216,11 +217,21 @@ class Request:
     def finished(self, outcome: Outcome) -> None:
         """Run the ``on_finish`` callbacks; the connection calls this once per request."""
         callbacks, self._on_finish = self._on_finish, None
-        for callback in callbacks or ():
-            try:
-                callback(outcome)
-            except Exception:
-                log.exception("on_finish callback for %s %s failed", self.method, self.path)
+        run_finish_callbacks(callbacks, outcome)
+
+    def take_finish_callbacks(self) -> list[Callable[[Outcome], None]] | None:
+        """Hand the ``on_finish`` callbacks to whoever outlives this request (a detached
+        stream keeps only them, not the request with its headers)."""
+        callbacks, self._on_finish = self._on_finish, None
+        return callbacks
+
+
+def run_finish_callbacks(callbacks: list[Callable[[Outcome], None]] | None, outcome: Outcome) -> None:
+    for callback in callbacks or ():
+        try:
+            callback(outcome)
+        except Exception:
+            log.exception("an on_finish callback failed")
 
 
 class Sink(Protocol):
@@ -324,8 +335,9 @@ class StreamingResponse:
     ``stream`` as a task and cancels it the moment the client goes away.
     """
 
-    __slots__ = ("status", "body", "headers", "filters")
+    __slots__ = ("status", "body", "headers", "filters", "compress", "events")
     media_type = "text/plain; charset=utf-8"
+    kind = "iterator"  # what metrics call this stream: iterator, channel, html
     # Whether this stream tells its client in-band when the server cuts it (shutdown,
     # a producer error): a channel stream's last jittered ``retry:``, a generation's
     # error event. Such a stream ends with a clean last chunk. Any other stream is
@@ -343,6 +355,10 @@ class StreamingResponse:
         self.body = body
         self.headers = _with_content_type(headers, content_type or self.media_type)
         self.filters: tuple[StreamFilter, ...] = ()  # a tuple: most streams have none, and hold no list
+        # gzip this stream when the client accepts it: None leaves it to the server
+        # (on for HTML streams; SSE only with --compress-sse), True or False decides.
+        self.compress: bool | None = None
+        self.events = 0  # events written, for the access log
 
     def add_filter(self, stream_filter: StreamFilter) -> None:
         """Pass every write of this stream through ``stream_filter``, last added outermost."""
@@ -427,7 +443,12 @@ class App:
 
 def _bind(middleware: Middleware, call_next: Handler) -> Handler:
     async def call(request: Request) -> AnyResponse:
-        return await _answer(lambda r: middleware(r, call_next), request)
+        try:  # _answer inlined: one coroutine per layer on every request, not two
+            return await middleware(request, call_next)
+        except ConnectionError:
+            raise
+        except Exception as e:
+            return _error_for(e, request)
 
     return call
 
@@ -443,13 +464,17 @@ async def _answer(handler: Handler, request: Request) -> AnyResponse:
     """Await ``handler`` and turn what it raises into the response it stands for."""
     try:
         return await handler(request)
-    except HTTPError as e:
-        return error_response(e.status, e.detail, e.headers)
-    except ProtocolError as e:
-        # The request body broke its framing: answer, then the connection closes.
-        return error_response(e.status, str(e), [("Connection", "close")])
     except ConnectionError:
         raise  # the client left: there is nobody to answer
-    except Exception:
-        log.exception("handler for %s %s failed", request.method, request.path)
-        return error_response(500, "internal server error", [("Connection", "close")])
+    except Exception as e:
+        return _error_for(e, request)
+
+
+def _error_for(error: Exception, request: Request) -> Response:
+    if isinstance(error, HTTPError):
+        return error_response(error.status, error.detail, error.headers)
+    if isinstance(error, ProtocolError):
+        # The request body broke its framing: answer, then the connection closes.
+        return error_response(error.status, str(error), [("Connection", "close")])
+    log.exception("handler for %s %s failed", request.method, request.path, exc_info=error)
+    return error_response(500, "internal server error", [("Connection", "close")])

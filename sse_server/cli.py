@@ -28,7 +28,7 @@ from .app import App
 from .auth import DEFAULT_SECRET_ENV
 from .clients import TrustedPeers
 from .config import Config
-from .server import Server, tls_context
+from .server import Server, metrics_token, tls_context
 
 __all__ = ["main", "build_parser", "build_token_parser", "load_app", "AppSpecError"]
 
@@ -200,6 +200,21 @@ def build_parser(prog: str = "python -m sse_server") -> argparse.ArgumentParser:
     s.add_argument("--stream-send-buffer-bytes", type=_int_range(0, _C_INT_MAX),
                    default=_DEFAULTS.stream_send_buffer_bytes,
                    help="kernel send buffer of each stream (0: left to the kernel)")
+    o = p.add_argument_group("observability and compression")
+    o.add_argument("--access-log-format", choices=("text", "json"), default=_DEFAULTS.access_log_format,
+                   help="access log lines (at --log-level info): text, or one JSON object per request "
+                        "and per ended stream")
+    o.add_argument("--metrics", action=argparse.BooleanOptionalAction, default=_DEFAULTS.metrics,
+                   help="serve GET /metrics in the Prometheus text format")
+    o.add_argument("--metrics-token-env", default=_DEFAULTS.metrics_token_env, metavar="NAME",
+                   help="environment variable holding a bearer token that GET /metrics then requires")
+    o.add_argument("--compression", action=argparse.BooleanOptionalAction, default=_DEFAULTS.compression,
+                   help="gzip (when the client accepts it) plain responses over --compress-min-bytes and "
+                        "streamed HTML pages, flushed per write")
+    o.add_argument("--compress-min-bytes", type=_size, default=_DEFAULTS.compress_min_bytes,
+                   help="smallest plain response body that is compressed; 0 compresses every one")
+    o.add_argument("--compress-sse", action=argparse.BooleanOptionalAction, default=_DEFAULTS.compress_sse,
+                   help="gzip event streams too (a compressor per subscriber; each event flushed at once)")
     m = p.add_argument_group("chat model (/v1/chat/completions, /chat)")
     m.add_argument("--max-jobs-per-client", type=_count, default=_DEFAULTS.max_jobs_per_client,
                    help="resumable generations (POST /chat/streams) one client address may run at once "
@@ -391,6 +406,7 @@ def main(argv: list[str] | None = None) -> None:
             except OSError as e:
                 raise ValueError(f"cannot load --certfile {config.certfile} "
                                  f"(--keyfile {config.keyfile}): {e}") from None
+        metrics_token(config)  # refuse to start with metrics that were to be protected left open
         if args.app:
             app = load_app(args.app, config)
         else:

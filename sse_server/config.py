@@ -120,4 +120,18 @@ class Config:
     cors_origins: tuple[str, ...] = ()
 
     server_header: str = "sse_server"
-    access_log: bool = True
+    access_log: bool = True  # written when the "sse_server.access" logger is at info (--log-level)
+    access_log_format: str = "text"  # or "json": one object per request and per ended stream
+
+    # Observability. GET /metrics (Prometheus text format) exposes counts, not
+    # content; a token keeps it from anyone who can reach the port.
+    metrics: bool = True
+    metrics_token_env: str | None = None  # environment variable holding the bearer token
+
+    # Compression (gzip, flushed per write, so it never delays a stream). A body
+    # smaller than about one packet gains little and costs a compressor.
+    compression: bool = True  # plain responses over compress_min_bytes, and HTML streams
+    compress_min_bytes: int = 1024
+    # SSE too: every subscriber then needs its own compressor (~300 KiB of zlib state
+    # while live), and a broadcast costs one compression per subscriber.
+    compress_sse: bool = False

@@ -46,7 +46,17 @@ import time
 from collections.abc import Callable, Sized
 from typing import TYPE_CHECKING, Protocol
 
-from .app import AnyResponse, App, Headers, Outcome, Request, Response, StreamFilter, StreamingResponse
+from .app import (
+    AnyResponse,
+    App,
+    Headers,
+    Outcome,
+    Request,
+    Response,
+    StreamFilter,
+    StreamingResponse,
+    run_finish_callbacks,
+)
 from .clients import TrustedPeers, forwarded_client
 from .http11 import (
     END_OF_MESSAGE,
@@ -137,6 +147,7 @@ class Host(Protocol):
     def tls(self) -> ssl.SSLContext | None: ...
     @property
     def trusted(self) -> TrustedPeers: ...
+    write_timeouts: int  # clients dropped for taking no bytes within write_timeout_s
 
     def admit(self, conn: Connection, key: str, new: bool) -> str | None: ...
     async def handle(self, request: Request) -> AnyResponse: ...
@@ -344,6 +355,7 @@ class Connection(asyncio.Protocol):
         if self._paused_writing:
             log.debug("client %s took nothing for %.0f s; dropping it", self.client,
                       self.server.config.write_timeout_s)
+            self.server.write_timeouts += 1
             self.abort()
         elif self.task is None and not self.parser.idle and self.parser.in_head:
             log.debug("request head from %s not complete in time", self.client)
@@ -596,7 +608,7 @@ class Exchange:
 
     __slots__ = (
         "conn", "transport", "request", "head_only", "http_version", "started", "status", "chunked",
-        "filters", "body_bytes", "response", "on_close", "_done",
+        "filters", "body_bytes", "response", "on_close", "_done", "_on_finish",
     )
 
     def __init__(self, conn: Connection, request: Request) -> None:
@@ -613,6 +625,7 @@ class Exchange:
         self.response: StreamingResponse | None = None
         self.on_close: Callable[[], None] | None = None  # set by detach()
         self._done = False
+        self._on_finish: list[Callable[[Outcome], None]] | None = None  # taken from the request by detach()
 
     # -- plain responses ------------------------------------------------------------
 
@@ -710,12 +723,17 @@ class Exchange:
                 on_close()
             except Exception:
                 log.exception("stream close hook failed")
-        streamed = self.response is not None
+        response = self.response
         request, self.request, self.response = self.request, None, None  # no cycles left to collect
-        if request is not None:
-            request.finished(Outcome(
-                self.status, self.body_bytes, time.perf_counter() - self.started, streamed, completed,
-            ))
+        callbacks, self._on_finish = self._on_finish, None
+        if request is not None or callbacks:
+            outcome = Outcome(
+                self.status, self.body_bytes, time.perf_counter() - self.started, response is not None, completed,
+                response.events if response is not None else 0,
+            )
+            if request is not None:
+                request.finished(outcome)
+            run_finish_callbacks(callbacks, outcome)
 
     # -- the Sink protocol (app.Sink) used by stream producers ---------------------------
 
@@ -779,8 +797,11 @@ class Exchange:
         runs once, when the client leaves or the stream ends.
         """
         self.on_close = on_close
-        if self.request is not None and not self.request.wants_outcome:
-            self.request = None  # an idle subscriber holds no request it will never need
+        request, self.request = self.request, None
+        if request is not None:
+            # An idle subscriber holds no request: only the callbacks waiting for its
+            # outcome (which keep what they need of it, e.g. the access log's fields).
+            self._on_finish = request.take_finish_callbacks()
 
     def finish(self) -> None:
         """End a detached stream cleanly; the connection then serves its next request."""

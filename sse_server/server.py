@@ -13,24 +13,30 @@ upgraded by its Connection after admission. The server keeps the per-client
 tables the accept path consults (``admit``): open connections per client and a
 token bucket of new connections per client.
 
-The server wraps the app's middleware stack in its own (the access log) without
-changing the app: one App can be served by several servers with different configs.
+The server wraps the app's middleware stack in its own without changing the app
+(one App can be served by several servers with different configs); outermost
+first: the access log, compression, metrics (which answers ``GET /metrics``).
+The first server to serve an app puts its ``Metrics`` in ``app.state["metrics"]``
+for pages that show them (the demo's ``/status``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import ssl
 
-from .app import AnyResponse, App, Request
+from .app import AnyResponse, App, Middleware, Request
 from .clients import TokenBuckets, TrustedPeers, retry_after
 from .config import Config
 from .connection import Connection, Exchange
 from .limits import EmfileLog, connection_cap, raise_nofile_limit
-from .middleware.access_log import access_log
+from .middleware.access_log import AccessLog
+from .middleware.compression import Compression
+from .middleware.metrics import Metrics
 
-__all__ = ["Server", "tls_context"]
+__all__ = ["Server", "metrics_token", "tls_context"]
 
 log = logging.getLogger("sse_server")
 
@@ -51,6 +57,21 @@ def tls_context(certfile: str, keyfile: str | None = None) -> ssl.SSLContext:
     return context
 
 
+def metrics_token(config: Config) -> str | None:
+    """The bearer token /metrics wants, from the variable ``--metrics-token-env`` names.
+
+    Raises ValueError when that variable is unset or empty: a server told to protect
+    its metrics does not start with them open.
+    """
+    name = config.metrics_token_env
+    if not name:
+        return None
+    token = os.environ.get(name, "")
+    if not token:
+        raise ValueError(f"--metrics-token-env: the environment variable {name} is not set or empty")
+    return token
+
+
 class Server:
     def __init__(self, app: App, config: Config | None = None) -> None:
         self.app = app
@@ -67,7 +88,21 @@ class Server:
         self._stopped = asyncio.Event()
         self._shutdown_task: asyncio.Task[None] | None = None
         self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
-        self._handle = app.handler(outer=[access_log] if self.config.access_log else [])
+        self.write_timeouts = 0  # clients dropped for taking no bytes in time
+        cfg = self.config
+        outer: list[Middleware] = []
+        self.access_log: AccessLog | None = None
+        if cfg.access_log and logging.getLogger("sse_server.access").isEnabledFor(logging.INFO):
+            self.access_log = AccessLog(cfg.access_log_format)
+            outer.append(self.access_log)
+        if cfg.compression:
+            outer.append(Compression(cfg))
+        self.metrics: Metrics | None = None
+        if cfg.metrics:
+            self.metrics = Metrics(self, metrics_token(cfg))
+            outer.append(self.metrics)
+            app.state.setdefault("metrics", self.metrics)
+        self._handle = app.handler(outer=outer)
         self.max_connections = self.config.max_connections  # lowered at start to fit the descriptor limit
         self._emfile_log: EmfileLog | None = None
         self.tls: ssl.SSLContext | None = None  # built at start from config.certfile
@@ -237,6 +272,8 @@ class Server:
                 await hook()
             except Exception:
                 log.exception("shutdown hook failed")
+        if self.access_log is not None:
+            self.access_log.flush()
         if self._sweeper is not None:
             self._sweeper.cancel()
         emfile_log = self._emfile_log

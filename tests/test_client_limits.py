@@ -16,6 +16,7 @@ from sse_server.demo import create_app
 
 from .conftest import StartServer, TLSFiles
 from .http_client import Reply, close, read_reply
+from .logs import access_lines, capture
 from .waiting import eventually
 
 OTHER = "127.0.0.2"  # another peer on loopback, not in the default --forwarded-allow-ips
@@ -143,14 +144,15 @@ async def test_forwarded_headers_from_a_trusted_proxy_name_the_client(
     start_server: StartServer, caplog: pytest.LogCaptureFixture,
 ) -> None:
     """From a trusted peer, X-Forwarded-For/-Proto and Forwarded set request.client, request.scheme and the log."""
-    caplog.set_level(logging.INFO, logger="sse_server.access")
+    caplog.set_level(logging.INFO, logger="sse_server.access")  # the access log is on at INFO
     server = await start_server(whoami_app(), **NO_LIMITS, access_log=True)
+    capture(server)
     xff = await get_once(server, "127.0.0.1", {"X-Forwarded-For": "6.6.6.6, 203.0.113.7",
                                                 "X-Forwarded-Proto": "https"})
     forwarded = await get_once(server, "127.0.0.1", {"Forwarded": 'for="[2001:db8::7]:4711";proto=https'})
     assert xff.body == b"https 203.0.113.7 limited"
     assert forwarded.body == b"https 2001:db8::7 limited"
-    await eventually(lambda: any(r.getMessage().startswith("203.0.113.7 - ") for r in caplog.records),
+    await eventually(lambda: any(" 203.0.113.7 - \"GET " in line for line in access_lines(server)),
                      what="the access log names the forwarded client")
 
 

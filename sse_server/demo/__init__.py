@@ -33,6 +33,7 @@ from ..sse.streams import SSE_HEADERS, ChannelStream
 from ..untrusted import BadInteger, parse_int
 from . import pages
 from .chat import install_chat
+from .status import status_events, status_page
 
 __all__ = ["create_app", "Firehose"]
 
@@ -242,5 +243,7 @@ def create_app(
     app.add_route("/suspense", suspense)
     app.add_route("/dashboard", dashboard)
     app.add_route("/live", live)
+    app.add_route("/status", status_page)
+    app.add_route("/status/events", status_events)
     install_chat(app, config)  # /v1/chat/completions, /v1/models, /chat, /chat/stream(s)
     return app

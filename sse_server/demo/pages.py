@@ -29,6 +29,8 @@ INDEX = f"""<!doctype html>
 <li><a href="/dashboard">Dashboard</a>: panels stream in at different times, one fails on purpose.</li>
 <li><a href="/firehose?n=20&amp;size=16">Firehose</a>: an event stream as fast as you read it.</li>
 <li><a href="/v1/models">/v1/models</a>, <code>POST /v1/chat/completions</code>: an OpenAI-compatible API.</li>
+<li><a href="/status">Server status</a>: this server's own figures, charted live over SSE
+(also <a href="/metrics">/metrics</a> for Prometheus).</li>
 <li><a href="/healthz">/healthz</a></li>
 </ul>
 <p class="muted">Publish from a shell:
