@@ -49,6 +49,7 @@ __all__ = [
     "App",
     "Handler",
     "Headers",
+    "header_value",
     "HTMLResponse",
     "HTTPError",
     "JSONResponse",
@@ -275,11 +276,20 @@ class StreamFilter(Protocol):
     def close(self) -> bytes: ...
 
 
+def header_value(headers: Iterable[tuple[str, str]], name: str) -> str | None:
+    """The first value of ``name`` (lower-case) in a header list of any case: responses,
+    upstream replies. Requests have ``Headers.get``, whose names are already lower-case."""
+    for k, v in headers:
+        if k.lower() == name:
+            return v
+    return None
+
+
 def _with_content_type(
     headers: Iterable[tuple[str, str]] | dict[str, str] | None, content_type: str
 ) -> list[tuple[str, str]]:
     items = list(headers.items() if isinstance(headers, dict) else headers or ())
-    if not any(k.lower() == "content-type" for k, _ in items):
+    if header_value(items, "content-type") is None:
         items.append(("Content-Type", content_type))
     return items
 

@@ -35,6 +35,7 @@ import ssl
 from dataclasses import dataclass
 from urllib.parse import quote, unquote, urlsplit
 
+from ..app import header_value
 from ..http11 import ChunkedDecoder, ProtocolError
 from ..untrusted import BadInteger, NotAnInteger, parse_int
 
@@ -175,23 +176,16 @@ def parse_response_head(head: bytes) -> tuple[int, list[tuple[str, str]]]:
     return int(code), headers
 
 
-def _header(headers: list[tuple[str, str]], name: str) -> str | None:
-    for k, v in headers:
-        if k == name:
-            return v
-    return None
-
-
 def body_framing(method: str, status: int, headers: list[tuple[str, str]]) -> tuple[str, int]:
     """("none" | "chunked" | "length" | "close", length) per RFC 9112 §6.3."""
     if method == "HEAD" or status in (204, 304) or 100 <= status < 200:
         return "none", 0
-    te = _header(headers, "transfer-encoding")
+    te = header_value(headers, "transfer-encoding")
     if te is not None:
         if te.lower().rsplit(",", 1)[-1].strip() == "chunked":
             return "chunked", 0
         return "close", 0  # another final coding: the body runs until close (§6.3 item 4)
-    cl = _header(headers, "content-length")
+    cl = header_value(headers, "content-length")
     if cl is not None:
         values = {v.strip() for v in cl.split(",")}
         value = values.pop()

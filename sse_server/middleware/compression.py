@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import zlib
 
-from ..app import AnyResponse, Handler, Request, Response, StreamingResponse
+from ..app import AnyResponse, Handler, Request, Response, StreamingResponse, header_value
 from ..config import Config
 
 __all__ = ["Compression", "GzipFilter", "accepts_gzip"]
@@ -89,13 +89,6 @@ def _compressible(content_type: str) -> bool:
     return content_type.lower().startswith(_COMPRESSIBLE)
 
 
-def _header(headers: list[tuple[str, str]], name: str) -> str | None:
-    for k, v in headers:
-        if k.lower() == name:
-            return v
-    return None
-
-
 def _add_vary(headers: list[tuple[str, str]]) -> None:
     for i, (k, v) in enumerate(headers):
         if k.lower() == "vary":
@@ -124,9 +117,9 @@ class Compression:
         return response
 
     def _eligible(self, headers: list[tuple[str, str]], status: int, any_type: bool = False) -> bool:
-        if status < 200 or status in (204, 206, 304) or _header(headers, "content-encoding") is not None:
+        if status < 200 or status in (204, 206, 304) or header_value(headers, "content-encoding") is not None:
             return False
-        return any_type or _compressible(_header(headers, "content-type") or "")
+        return any_type or _compressible(header_value(headers, "content-type") or "")
 
     def _plain(self, request: Request, response: Response) -> None:
         if not self._eligible(response.headers, response.status):
@@ -138,7 +131,7 @@ class Compression:
 
     def _stream(self, request: Request, response: StreamingResponse) -> None:
         if response.compress is None:
-            content_type = (_header(response.headers, "content-type") or "").lower()
+            content_type = (header_value(response.headers, "content-type") or "").lower()
             if content_type.startswith("text/event-stream"):
                 wanted = self.compress_sse
             else:
