@@ -222,7 +222,6 @@ class RedisEngine(Engine):
         self.prefix = key_prefix
         self.topic_prefix = f"{key_prefix}{_db_of(url)}:t:".encode()  # pub/sub ignores the database number
         self.epoch = ""  # learnt from Redis at the first contact
-        self.dropped = 0
         self.reconnects = 0  # subscription connections replaced (each followed by a catch-up)
         self._candidate = new_epoch()  # the epoch this node proposes should Redis have none
         self._seq = 0
@@ -350,6 +349,7 @@ class RedisEngine(Engine):
             raise EventTooLargeError(int(result[1]), self.max_event_bytes)
         epoch, seq = result[1].decode(), int(result[2])
         self._saw_epoch(epoch, seq)
+        self.published += 1  # by this node; every node counts its own
         local = self._locals.get(channel)
         # Delivery, here as on every node, comes from the subscription: one order for all.
         return Published(f"{epoch}-{seq}", len(local.subscribers) if local is not None else 0)
@@ -375,6 +375,9 @@ class RedisEngine(Engine):
     def subscriber_count(self, channel: str) -> int:
         local = self._locals.get(channel)
         return len(local.subscribers) if local is not None else 0
+
+    def subscriber_total(self) -> int:
+        return sum(len(local.subscribers) for local in self._locals.values())
 
     @property
     def channel_count(self) -> int:
@@ -495,6 +498,7 @@ class RedisEngine(Engine):
                 over = [s for s, reached in subscribers.items() if seq > reached and not s.deliver(event)]
             else:
                 over = [s for s in subscribers if not s.deliver(event)]
+            self.delivered += len(subscribers) - len(over)
             for s in over:
                 subscribers.pop(s, None)
                 self.dropped += 1

@@ -135,6 +135,7 @@ class EventStream(SSEStream):
         try:
             async for item in self.source:
                 sink.write(_encode_item(item))
+                self.events += 1
                 self.wrote = True
                 await sink.drain()
         finally:
@@ -170,8 +171,10 @@ class ChannelStream(SSEStream):
     __slots__ = (
         "engine", "subscription", "tag_channels", "budget_bytes", "_pending", "_pending_bytes",
         "_live", "_ended", "_dropped", "_loop", "_heartbeats", "_budget",
+        "__weakref__",  # the auth expiry timer holds streams weakly (middleware/auth.py)
     )
     cut_in_band = True
+    kind = "channel"
 
     def __init__(
         self,
@@ -255,6 +258,7 @@ class ChannelStream(SSEStream):
         unsent = sink.deliver(_tagged(event) if self.tag_channels else event)
         if unsent < 0:
             return True  # the connection is ending; its close hook unsubscribes us
+        self.events += 1
         self.wrote = True
         if unsent - len(event.raw) > self._budget:
             # Too far behind to catch up live: drop it now; it resumes from history.
@@ -301,6 +305,7 @@ class ChannelStream(SSEStream):
         replay, sub.replay = sub.replay, ()
         for event in replay:
             sink.deliver(_tagged(event) if tag else event)
+            self.events += 1
             await sink.drain()
         while self._pending:
             if self._dropped:
@@ -308,6 +313,7 @@ class ChannelStream(SSEStream):
             event = self._pending.popleft()
             self._pending_bytes -= len(event.raw)
             sink.deliver(_tagged(event) if tag else event)
+            self.events += 1
             await sink.drain()
         self._pending = None
         self.wrote = True
@@ -333,6 +339,7 @@ class Heartbeats:
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
+        self.sent = 0  # heartbeats written, for metrics
         self._groups: dict[float, dict[SSEStream, None]] = {}
         self._timers: dict[float, asyncio.TimerHandle] = {}
         self._interval_of: dict[SSEStream, float] = {}
@@ -375,7 +382,7 @@ class Heartbeats:
                 stream.last_write = now
             elif now - stream.last_write >= interval_s:
                 sink = stream.sink
-                if sink is not None:
-                    sink.deliver(HEARTBEAT)  # a no-op on a closing connection
+                if sink is not None and sink.deliver(HEARTBEAT) >= 0:  # -1: a closing connection
+                    self.sent += 1
                 stream.last_write = now
         self._schedule(interval_s)
