@@ -52,6 +52,7 @@ hide the very reconnects the gap rule must see.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 import math
 import random
@@ -73,6 +74,14 @@ from .engine import (
     new_epoch,
     parse_event_id,
 )
+
+
+def _redis(module: str) -> Any:
+    """A module of redis-py, the optional extra, loaded only when this engine is used."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise ImportError(_INSTALL_HINT) from None
 
 __all__ = ["RedisEngine", "check_backplane_url"]
 
@@ -203,10 +212,7 @@ class RedisEngine(Engine):
         timeout_s: float = 1.0,
         key_prefix: str = "sse:",
     ) -> None:
-        try:
-            import redis.asyncio  # noqa: F401 - fail here, at start-up, not at the first publish
-        except ImportError:
-            raise ImportError(_INSTALL_HINT) from None
+        _redis("redis.asyncio")  # fail here, at start-up, not at the first publish
         check_backplane_url(url)
         if min(history_size, max_channels, history_bytes, max_event_bytes) < 1 or history_ttl_s <= 0 or timeout_s <= 0:
             raise ValueError("every history and channel limit, the ttl and the timeout must be positive")
@@ -240,10 +246,10 @@ class RedisEngine(Engine):
     def _start(self) -> None:
         if self._runner is not None or self._closing:
             return
-        import redis.asyncio as aioredis
-        from redis.asyncio.retry import Retry
-        from redis.backoff import NoBackoff
-        from redis.exceptions import RedisError
+        aioredis = _redis("redis.asyncio")
+        Retry = _redis("redis.asyncio.retry").Retry
+        NoBackoff = _redis("redis.backoff").NoBackoff
+        RedisError = _redis("redis.exceptions").RedisError
 
         self._errors = (RedisError, OSError, TimeoutError)
         # No retries inside the client: a retried command could outlive timeout_s,
