@@ -27,7 +27,12 @@ as <tr> inside <tbody>, carrying aria-busy themselves): see placement.py.
 Known limits: scripts inside streamed content do not run (they arrive in a
 <template>); a boundary's content must be valid where the boundary stands.
 
-Modules: markup (Markup, escaping, h/tags), render (Suspense, Document, render),
+A str is data everywhere: <script>/<style> take Markup only (in <svg>/<math> a str
+in <style> is escaped as text), and attributes follow one table (attributes.py):
+on*, srcdoc, script src, base href take Markup; URL attributes neutralise
+javascript:; SVG animation values take the kind of the attribute they set.
+
+Modules: markup (Markup, escaping, h/tags), attributes (the attribute policy), render (Suspense, Document, render),
 placement (where a boundary may stand), runtime (the swap script), policy
 (choose_strategy), demo (example pages).
 """

@@ -29,6 +29,7 @@ from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Literal, TypeAlias, cast
 
+from .attributes import ANIMATION_ELEMENTS, ANIMATION_VALUES, CHECKED_NAMES, UNSAFE_URL, attr_kind, unsafe_url
 from .markup import (
     _ATTR_KEYS,
     _TAG_KEYS,
@@ -159,18 +160,20 @@ class _Boundary:
 _Part: TypeAlias = "str | _Boundary"  # what the writer emits: HTML text, or a slot for a boundary
 Spawn: TypeAlias = Callable[[Suspense, str], _Boundary]
 
-# Attributes whose value is navigated to or fetched; a `javascript:` URL there runs.
-_URL_ATTRS = frozenset({"href", "src", "action", "formaction", "poster", "cite", "xlink:href"})
-_URL_IGNORED = str.maketrans("", "", "\t\n\r")  # the URL parser drops these anywhere
-_C0_AND_SPACE = "".join(map(chr, range(0x21)))  # ...and strips these at the start
-_UNSAFE_URL = "about:invalid#unsafe-url"
 _LEADING_NEWLINE = frozenset({"pre", "listing", "textarea"})  # the parser drops one LF
 
-
-def _unsafe_url(value: str) -> bool:
-    scheme = value.translate(_URL_IGNORED).lstrip(_C0_AND_SPACE)[:11].lower()
-    return scheme.startswith(("javascript:", "vbscript:"))
-
+# Foreign content (WHATWG HTML §13.2.6.5): inside <svg> and <math> the parser builds
+# elements of that namespace, and <style>/<script> there hold markup, not raw text.
+_FOREIGN_ROOTS = frozenset({"svg", "math"})
+# Start tags that end foreign content and reopen HTML where the parser pops to: the
+# writer would think it is still inside <svg>, so they are refused there.
+_BREAKOUT = frozenset(
+    "b big blockquote body br center code dd div dl dt em embed h1 h2 h3 h4 h5 h6 head hr i img"
+    " li listing menu meta nobr ol p pre ruby s small span strong strike sub sup table tt u ul var".split()
+)
+# Elements of foreign content whose children are HTML again (§13.2.6.5 integration points).
+_HTML_INTEGRATION = frozenset({"foreignobject", "desc", "title", "mi", "mo", "mn", "ms", "mtext"})
+_HTML_ENCODINGS = frozenset({"text/html", "application/xhtml+xml"})
 
 def _busy(el: Element) -> Element:
     if any(name.lower() == "aria-busy" for name, _ in el.attrs):
@@ -243,8 +246,12 @@ class _Writer:
     def start_tag(self, el: Element, key: str) -> None:
         tag = el.tag
         text = "<" + tag
-        for name, value in el.attrs:
-            text += _attribute(name, value, tag)
+        if key in ANIMATION_ELEMENTS:
+            for name, value in _animation_attrs(el, key):
+                text += _attribute(name, value, key)
+        else:
+            for name, value in el.attrs:
+                text += _attribute(name, value, key)
         if (
             self.nonce_attr
             and _wants_nonce(el, key)
@@ -256,6 +263,9 @@ class _Writer:
     def element(self, el: Element, banned: str | None) -> None:
         tag = el.tag
         key = _TAG_KEYS.get(tag) or tag_key(tag)
+        if key in _FOREIGN_ROOTS:
+            self.foreign(el, key, banned or banned_inside(key))
+            return
         self.start_tag(el, key)
         if key in VOID_ELEMENTS:
             if el.children:
@@ -279,12 +289,41 @@ class _Writer:
                         self.node(child, key, inner)
         self.out.append(f"</{tag}>")
 
-    def raw_text(self, el: Element, key: str) -> None:
+    def foreign(self, el: Element, key: str, banned: str | None) -> None:
+        # An element in SVG or MathML. Its children are foreign too (text escaped,
+        # <style> holding text rather than raw CSS) unless it is an HTML integration
+        # point, whose children are HTML again.
+        if key in _BREAKOUT or (key == "font" and any(n.lower() in ("color", "face", "size") for n, _ in el.attrs)):
+            raise MarkupError(f"<{el.tag}> would end the <svg>/<math> it stands in; wrap it in <foreignObject>")
+        self.start_tag(el, key)
+        html = key in _HTML_INTEGRATION or (
+            key == "annotation-xml"
+            and any(n.lower() == "encoding" and str(v).lower() in _HTML_ENCODINGS for n, v in el.attrs)
+        )
+        if key == "script":  # an SVG script runs like an HTML one: trusted code only
+            self.raw_text(el, key, foreign=True)
+        else:
+            out = self.out
+            for child in flatten(el.children):
+                if type(child) is str:
+                    out.append(_escape_text(child))
+                elif html:
+                    self.node(child, key, banned)
+                elif isinstance(child, Element):
+                    self.foreign(child, _TAG_KEYS.get(child.tag) or tag_key(child.tag), banned)
+                elif isinstance(child, Suspense):
+                    raise BoundaryPlacementError(f"a boundary cannot stand {banned or 'in foreign content'}")
+                else:
+                    self.node(child, key, banned)  # Markup, numbers: the same as in HTML
+        self.out.append(f"</{el.tag}>")
+
+    def raw_text(self, el: Element, key: str, *, foreign: bool = False) -> None:
         # §13.1.2.6: raw text may not contain "</tag"; a script may not contain "<!--"
         # either, which would open the "script data escaped" state and let a later
-        # "<script" swallow the real end tag.
+        # "<script" swallow the real end tag. Checked on the joined text: the parser
+        # sees one run, however the page split it into children.
         escapable = key in ("textarea", "title")
-        first = True
+        texts: list[str] = []
         for child in flatten(el.children):
             if isinstance(child, Suspense):
                 raise BoundaryPlacementError(f"a boundary cannot stand inside <{key}> (raw text)")
@@ -292,19 +331,22 @@ class _Writer:
                 raise MarkupError(f"<{key}> holds text only, not <{child.tag}>")
             if not isinstance(child, str):
                 raise TypeError(f"cannot render a {type(child).__name__} inside <{key}>")
-            if isinstance(child, Markup) or key == "style":
-                text = str(child)
+            if isinstance(child, Markup):
+                texts.append(str(child))
             elif escapable:
-                text = escape_text(child)
+                texts.append(_escape_text(child))
+            elif key == "script":
+                raise MarkupError("<script> takes Markup (trusted code), not str (for data use script_json())")
             else:
-                raise MarkupError(f"<{key}> takes Markup, not str (for data use script_json())")
+                raise MarkupError(f"<{key}> takes Markup (trusted {'CSS' if key == 'style' else 'markup'}), not str")
+        text = "".join(texts)
+        if not foreign:  # in foreign content the text is markup: Markup is the page's own
             lowered = text.lower()
             if "</" + key in lowered or (key == "script" and "<!--" in text):
                 raise MarkupError(f"text inside <{key}> would end it early: {text[:40]!r}")
-            if first and key == "textarea" and text[:1] == "\n":
+            if key == "textarea" and text[:1] == "\n":
                 self.out.append("\n")
-            first = False
-            self.out.append(text)
+        self.out.append(text)
 
 
 def _wants_nonce(el: Element, key: str) -> bool:
@@ -316,7 +358,8 @@ def _wants_nonce(el: Element, key: str) -> bool:
     return False
 
 
-def _attribute(name: str, value: object, tag: str) -> str:
+def _attribute(name: str, value: object, key: str) -> str:
+    # `key` is the element's lower-case tag. The value's kind comes from attributes.py.
     lowered = _ATTR_KEYS.get(name) or attr_key(name)
     if type(value) is not str:  # a plain str (the common case) needs none of these
         if value is True:
@@ -324,7 +367,7 @@ def _attribute(name: str, value: object, tag: str) -> str:
         if value is None or value is False:
             return ""
         if isinstance(value, Suspense):
-            raise BoundaryPlacementError(f"a boundary cannot be the value of attribute {name!r} of <{tag}>")
+            raise BoundaryPlacementError(f"a boundary cannot be the value of attribute {name!r} of <{key}>")
         if hasattr(value, "__html__"):
             text = str(value.__html__())
             if '"' in text:
@@ -335,12 +378,38 @@ def _attribute(name: str, value: object, tag: str) -> str:
         elif isinstance(value, (list, tuple)):
             value = " ".join(str(v) for v in value if v)
         if not isinstance(value, str):
-            raise TypeError(f"attribute {name!r} of <{tag}> cannot be a {type(value).__name__}")
-    if lowered.startswith("on"):
-        raise MarkupError(f"event handler attribute {name!r} takes Markup (trusted script), not str")
-    if lowered in _URL_ATTRS and _unsafe_url(value):
-        value = _UNSAFE_URL
+            raise TypeError(f"attribute {name!r} of <{key}> cannot be a {type(value).__name__}")
+    if lowered[:2] == "on" or lowered in CHECKED_NAMES:
+        kind = attr_kind(key, lowered)
+        if kind == "url":
+            if unsafe_url(value, key):
+                value = UNSAFE_URL
+        elif kind != "data":
+            raise MarkupError(f"attribute {name!r} of <{key}> takes Markup (trusted {_TRUSTED[kind]}), not str")
     return f' {name}="{escape_attr(value)}"'
+
+
+_TRUSTED = {"script": "script", "html": "HTML", "code": "code URL"}
+
+
+def _animation_attrs(el: Element, key: str) -> list[tuple[str, AttrValue]]:
+    # <animate attributeName="href" values="a;b">: the values take the kind of the
+    # attribute they set. A str item that is an unsafe URL empties the whole value.
+    target = next((str(v) for n, v in el.attrs if n.lower() == "attributename" and isinstance(v, str)), "")
+    kind = attr_kind("", target.strip().lower())
+    if kind == "data":
+        return list(el.attrs)
+    pairs: list[tuple[str, AttrValue]] = []
+    for name, value in el.attrs:
+        if type(value) is str and name.lower() in ANIMATION_VALUES:
+            if kind != "url":
+                raise MarkupError(
+                    f"attribute {name!r} of <{key}> animates {target!r}, so it takes Markup, not str"
+                )
+            if any(unsafe_url(item, "") for item in value.split(";")):
+                value = UNSAFE_URL
+        pairs.append((name, value))
+    return pairs
 
 
 def _compact(parts: list[_Part]) -> list[_Part]:
