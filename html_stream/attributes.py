@@ -9,10 +9,12 @@
 #           script's href) or re-bases every relative URL of the page (base href).
 #           Markup only: a str could point the page at anybody's code.
 # - URL     a URL that is navigated to or fetched. A str is checked: `javascript:`
-#           and `vbscript:` run when followed, and `data:` runs as a document inside
-#           a frame, an object or a form submission, so those become
-#           about:invalid#unsafe-url (the URL parser drops tab/LF/CR anywhere and
-#           C0/space at the start, WHATWG URL §4.4, so the check does too).
+#           and `vbscript:` run when followed, and a `data:` document runs script
+#           inside a frame (a link can target one), so those become
+#           about:invalid#unsafe-url. `data:` images, audio and video (not SVG,
+#           which is a document) stay, except on frames, objects and forms (the
+#           URL parser drops tab/LF/CR anywhere and C0/space at the start, WHATWG
+#           URL §4.4, so the check does too).
 # SVG animation elements (SVG 2 §16 / SMIL) set another attribute over time:
 # `<animate attributeName="href" values="javascript:...">` turns a link into script.
 # Their `values`/`from`/`to`/`by` take the kind of the attribute `attributeName`
@@ -49,6 +51,8 @@ _CODE = frozenset({
 CHECKED_NAMES = _URL_NAMES | _HTML_NAMES
 _FRAMES = frozenset({"iframe", "frame", "object", "embed", "form", "button", "input"})
 
+_MEDIA_DATA = ("data:image/", "data:audio/", "data:video/")
+
 ANIMATION_ELEMENTS = frozenset({"animate", "set", "animatemotion", "animatetransform", "animatecolor"})
 ANIMATION_VALUES = frozenset({"values", "from", "to", "by"})
 
@@ -81,10 +85,12 @@ def unsafe_url(value: str, tag: str) -> bool:
 
     >>> unsafe_url(" Java\\tScript:alert(1)", "a"), unsafe_url("/next?a=1", "a")
     (True, False)
-    >>> unsafe_url("data:text/html,<script>", "iframe"), unsafe_url("data:image/png;base64,AA", "img")
+    >>> unsafe_url("data:text/html,<script>", "a"), unsafe_url("data:image/png;base64,AA", "img")
     (True, False)
     """
-    scheme = value.translate(_URL_IGNORED).lstrip(_C0_AND_SPACE)[:11].lower()
+    scheme = value.translate(_URL_IGNORED).lstrip(_C0_AND_SPACE)[:20].lower()
     if scheme.startswith(("javascript:", "vbscript:")):
         return True
-    return tag in _FRAMES and scheme.startswith("data:")
+    if not scheme.startswith("data:"):
+        return False
+    return tag in _FRAMES or not scheme.startswith(_MEDIA_DATA) or scheme.startswith("data:image/svg")
