@@ -24,8 +24,10 @@ digest that is also logged (logger "html_stream"), never a traceback.
 
 Where boundaries may stand, and what their fallbacks must be there (elements such
 as <tr> inside <tbody>, carrying aria-busy themselves): see placement.py.
-Known limits: scripts inside streamed content do not run (they arrive in a
-<template>); a boundary's content must be valid where the boundary stands.
+Scripts inside a boundary's content run once, when it is swapped in (stream: the
+runtime inserts a copy of the <template>'s content, whose scripts run and carry
+the nonce; in_order/buffer: where the parser meets them). Known limit: a
+boundary's content must be valid where the boundary stands.
 
 A str is data everywhere: <script>/<style> take Markup only (in <svg>/<math> a str
 in <style> is escaped as text), and attributes follow one table (attributes.py):
