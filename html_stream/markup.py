@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from functools import lru_cache, partial
 from json import dumps
-from typing import TYPE_CHECKING, Protocol, TypeAlias
+from typing import TYPE_CHECKING, Final, Protocol, TypeAlias
+
+from .attributes import CHECKED_NAMES, UNSAFE_URL, attr_kind, unsafe_url
 
 if TYPE_CHECKING:  # render.py imports this module; only the type is needed here
     from .render import Suspense
@@ -192,13 +193,112 @@ def attr_key(name: str) -> str:
     return _known_key(name, _ATTR_KEYS, validate_attr_name)
 
 
-@dataclass(frozen=True, slots=True)
 class Element:
-    """One HTML element. Build it with `h()` or `tags`, which validate and flatten."""
+    """One HTML element. Build it with `h()` or `tags`, which validate and flatten.
 
-    tag: str
-    attrs: tuple[tuple[str, AttrValue], ...] = ()
-    children: tuple[Node, ...] = ()
+    Immutable by contract (the fields are Final), so a tree can be built once and
+    rendered any number of times. `html` is the element already written out, when
+    h() could do it once for every render (see _compile); the writer then appends
+    it instead of walking the tree. A plain class with slots: a frozen dataclass
+    costs four times as much to build, and pages build thousands.
+    """
+
+    __slots__ = ("attrs", "children", "html", "tag")
+
+    def __init__(
+        self,
+        tag: str,
+        attrs: tuple[tuple[str, AttrValue], ...] = (),
+        children: tuple[Node, ...] = (),
+        html: str | None = None,
+    ) -> None:
+        self.tag: Final = tag
+        self.attrs: Final = attrs
+        self.children: Final = children
+        self.html: Final = html
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not Element:
+            return NotImplemented
+        return (self.tag, self.attrs, self.children) == (other.tag, other.attrs, other.children)
+
+    def __hash__(self) -> int:
+        return hash((self.tag, self.attrs, self.children))
+
+    def __repr__(self) -> str:
+        return f"Element(tag={self.tag!r}, attrs={self.attrs!r}, children={self.children!r})"
+
+
+# Elements h() never writes ahead: their bytes depend on where they stand or on the
+# render (raw text is checked on joined text; <svg>/<math> switch the parser to
+# foreign content; <script>, <style> and stylesheet <link> get the render's nonce).
+_NOT_COMPILED = RAW_TEXT_ELEMENTS | {"svg", "math", "plaintext", "link", "script", "style"}
+LEADING_NEWLINE = frozenset({"pre", "listing", "textarea"})  # the parser drops one LF after the start tag
+
+
+def _start_attr(key: str, name: str, value: AttrValue) -> str | None:
+    # One attribute as render.py's writer writes it in a start tag, or None when
+    # only the writer may write it (Markup values, and values it refuses).
+    if type(value) is str:
+        lowered = _ATTR_KEYS.get(name) or attr_key(name)
+        if lowered[:2] == "on" or lowered in CHECKED_NAMES:
+            kind = attr_kind(key, lowered)
+            if kind != "url":
+                return None
+            if unsafe_url(value, key):
+                value = UNSAFE_URL
+        return f' {name}="{escape_attr(value)}"'
+    if value is True:
+        return " " + name
+    return None
+
+
+def _compile_children(tag: str, key: str, start: str, flat: Sequence[Node]) -> str | None:
+    # The element's bytes from its compiled start tag, or None if a child needs the writer.
+    parts = [start, ">"]
+    if flat and key in LEADING_NEWLINE and isinstance(flat[0], str) and flat[0][:1] == "\n":
+        parts.append("\n")
+    for child in flat:
+        cls = type(child)
+        if cls is str:
+            parts.append(_escape_text(child))  # type: ignore[arg-type]
+        elif cls is Element:
+            html = child.html  # type: ignore[union-attr]
+            if html is None:
+                return None
+            parts.append(html)
+        elif cls is Markup:
+            parts.append(child)  # type: ignore[arg-type]
+        else:
+            return None  # a boundary, or something the writer refuses
+    parts.append(f"</{tag}>")
+    return "".join(parts)
+
+
+# Attribute names already validated whose value is plain data on any element (not
+# on*, not a URL, not HTML): h() writes them with no further look. Capped like _TAG_KEYS.
+_PLAIN_NAMES: set[str] = set()
+# Escaped attribute values seen before (short ones only): class names and the like
+# repeat on every render. Capped, so untrusted values cannot grow it without limit.
+_ESCAPED_ATTRS: dict[str, str] = {}
+_MAX_ESCAPED = 4096
+
+
+def _escaped_attr(value: str) -> str:
+    escaped = _ESCAPED_ATTRS.get(value)
+    if escaped is None:
+        escaped = escape_attr(value)
+        if len(value) <= 64 and len(_ESCAPED_ATTRS) < _MAX_ESCAPED:
+            _ESCAPED_ATTRS[value] = escaped
+    return escaped
+
+
+def _plain_name(name: str) -> bool:
+    lowered = _ATTR_KEYS.get(name) or attr_key(name)  # validates
+    plain = lowered[:2] != "on" and lowered not in CHECKED_NAMES
+    if plain and len(_PLAIN_NAMES) < _MAX_KNOWN_NAMES:
+        _PLAIN_NAMES.add(name)
+    return plain
 
 
 def flatten(node: Node) -> list[Node]:
@@ -264,6 +364,8 @@ def h(tag: str, attrs: Mapping[str, AttrValue] | Node = None, /, *children: Node
     if attrs is not None and type(attrs) is not dict and not isinstance(attrs, Mapping):
         children = (attrs, *children)
         attrs = None
+    # `start` is the start tag written once here (None: the writer will write it).
+    start: str | None = None if key in _NOT_COMPILED else "<" + tag
     pairs: tuple[tuple[str, AttrValue], ...] = ()
     if kw or (attrs and type(attrs) is not dict):
         merged: dict[str, AttrValue] = {}
@@ -273,11 +375,21 @@ def h(tag: str, attrs: Mapping[str, AttrValue] | Node = None, /, *children: Node
         for name, value in kw.items():
             merged[validate_attr_name(_attr_key(name))] = _attr_value(value)
         pairs = tuple((k, v) for k, v in merged.items() if v is not None and v is not False)
+        for name, value in pairs:
+            if start is None:
+                break
+            more = _start_attr(key, name, value)
+            start = None if more is None else start + more
     elif attrs:
         # Fast path: a plain dict's keys are already unique, so no merge dict is
-        # needed, and a str value needs no conversion.
-        kept = []
+        # needed, and a str value under a known plain name needs no conversion or check.
+        kept: list[tuple[str, AttrValue]] = []
         for name, value in attrs.items():
+            if type(value) is str and (name in _PLAIN_NAMES or _plain_name(name)):
+                kept.append((name, value))
+                if start is not None:
+                    start += f' {name}="{_escaped_attr(value)}"'
+                continue
             if name not in _ATTR_KEYS:
                 attr_key(name)
             if type(value) is not str:
@@ -285,15 +397,28 @@ def h(tag: str, attrs: Mapping[str, AttrValue] | Node = None, /, *children: Node
                 if value is None or value is False:
                     continue
             kept.append((name, value))
+            if start is not None:
+                more = _start_attr(key, name, value)
+                start = None if more is None else start + more
         pairs = tuple(kept)
     flat: tuple[Node, ...] = ()
     if children:
         out: list[Node] = []
-        _flatten_into(children, out)
+        for child in children:  # one level by hand: most children are str or Element
+            cls = type(child)
+            if cls is str or cls is Element:
+                out.append(child)
+            else:
+                _flatten_into(child, out)
         flat = tuple(out)
-    if flat and key in VOID_ELEMENTS:
-        raise MarkupError(f"<{tag}> is a void element and takes no children")
-    return Element(tag, pairs, flat)
+        if key in VOID_ELEMENTS:
+            raise MarkupError(f"<{tag}> is a void element and takes no children")
+        html = None if start is None else _compile_children(tag, key, start, flat)
+    elif start is None:
+        html = None
+    else:
+        html = start + ">" if key in VOID_ELEMENTS else f"{start}></{tag}>"
+    return Element(tag, pairs, flat, html)
 
 
 class _Tags:

@@ -24,15 +24,18 @@ import inspect
 import logging
 import time
 import traceback
+from collections import deque
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Mapping
 from contextlib import aclosing
 from dataclasses import dataclass, field
+from types import CoroutineType
 from typing import Literal, TypeAlias, cast
 
 from .attributes import ANIMATION_ELEMENTS, ANIMATION_VALUES, CHECKED_NAMES, UNSAFE_URL, attr_kind, unsafe_url
 from .markup import (
     _ATTR_KEYS,
     _TAG_KEYS,
+    LEADING_NEWLINE,
     RAW_TEXT_ELEMENTS,
     VOID_ELEMENTS,
     AttrValue,
@@ -160,7 +163,6 @@ class _Boundary:
 _Part: TypeAlias = "str | _Boundary"  # what the writer emits: HTML text, or a slot for a boundary
 Spawn: TypeAlias = Callable[[Suspense, str], _Boundary]
 
-_LEADING_NEWLINE = frozenset({"pre", "listing", "textarea"})  # the parser drops one LF
 
 # Foreign content (WHATWG HTML §13.2.6.5): inside <svg> and <math> the parser builds
 # elements of that namespace, and <style>/<script> there hold markup, not raw text.
@@ -209,7 +211,12 @@ class _Writer:
         if parent in NO_WRAPPER_PARENTS:
             roots = [_busy(r) if isinstance(r, Element) else r for r in roots]
         elif len(roots) == 1 and isinstance(roots[0], Element):
-            roots = [_busy(roots[0])]
+            root = roots[0]
+            if root.html is not None and not any(name.lower() == "aria-busy" for name, _ in root.attrs):
+                end = root.html.index(">")  # compiled start tags hold no ">" (values are escaped)
+                self.out.append(root.html[:end] + ' aria-busy="true"' + root.html[end:])
+                return
+            roots = [_busy(root)]
         elif roots:
             roots = [Element("span", (("aria-busy", "true"),), tuple(roots))]
         for child in roots:
@@ -261,6 +268,9 @@ class _Writer:
         self.out.append(text + ">")
 
     def element(self, el: Element, banned: str | None) -> None:
+        if el.html is not None:  # written once by h(): no boundary inside, same bytes in any HTML
+            self.out.append(el.html)
+            return
         tag = el.tag
         key = _TAG_KEYS.get(tag) or tag_key(tag)
         if key in _FOREIGN_ROOTS:
@@ -278,7 +288,7 @@ class _Writer:
                 raise MarkupError("<plaintext> never ends; it cannot be written")
             children = el.children
             if children:
-                if key in _LEADING_NEWLINE and isinstance(children[0], str) and children[0][:1] == "\n":
+                if key in LEADING_NEWLINE and isinstance(children[0], str) and children[0][:1] == "\n":
                     self.out.append("\n")
                 inner = banned if banned is not None else banned_inside(key)
                 out = self.out
@@ -439,7 +449,7 @@ def _encode(parts: list[str]) -> bytes:
 
 async def _produce(content: Content) -> Node:
     result = content() if callable(content) else content
-    if inspect.isawaitable(result):
+    if type(result) is CoroutineType or inspect.isawaitable(result):  # a coroutine first: the check is cheap
         node: Node = await result
         return node
     return result
@@ -453,9 +463,10 @@ class _Render:
         self.nonce_attr = "" if nonce is None else f' nonce="{escape_attr(nonce)}"'
         self.loop = asyncio.get_running_loop()
         self.deadline = None if deadline_s is None else self.loop.time() + deadline_s
-        self.tasks: set[asyncio.Task[None]] = set()
+        self.tasks: list[asyncio.Task[None]] = []  # every boundary's, done or not (bounded by the page)
         self.last_id = 0
-        self.ready: asyncio.Queue[_Boundary] = asyncio.Queue()
+        self.ready: deque[_Boundary] = deque()  # stream: settled, placeholder out, not yet flushed
+        self.wake: asyncio.Future[None] | None = None  # stream: set while it waits for `ready`
         self.open = 0  # stream: placeholders emitted and not yet flushed
         self.runtime_sent = False
 
@@ -473,8 +484,7 @@ class _Render:
         self.last_id += 1
         b = _Boundary(self.last_id, spec, parent, fb.text())
         task = self.loop.create_task(self.run(b), name=f"html_stream boundary {b.id}")
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
+        self.tasks.append(task)
         b.task = task
         siblings.append(b)
         return b
@@ -533,7 +543,9 @@ class _Render:
             parts = self.fail(b, exc, timed_out=False)
         b.parts = parts
         if b.placed and not b.flushed:
-            self.ready.put_nowait(b)
+            self.ready.append(b)
+            if self.wake is not None and not self.wake.done():
+                self.wake.set_result(None)
 
     def write_content(self, node: Node, b: _Boundary) -> list[_Part]:
         w = self.writer(b.children)
@@ -602,7 +614,12 @@ class _Render:
         self.expand(shell, out)
         while self.open:
             yield _encode(out)
-            out = self.flush(await self.ready.get())
+            out = []
+            if not self.ready:
+                self.wake = self.loop.create_future()
+                await self.wake
+            while self.ready:  # all that settled meanwhile go in one chunk: none waits for another
+                out += self.flush(self.ready.popleft())
         out.append(tail)
         yield _encode(out)
 
