@@ -16,7 +16,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import lru_cache, partial
 from json import dumps
-from typing import TYPE_CHECKING, Final, Protocol, TypeAlias
+from typing import TYPE_CHECKING, Final, Protocol, TypeAlias, cast
 
 from .attributes import CHECKED_NAMES, UNSAFE_URL, attr_kind, unsafe_url
 
@@ -360,17 +360,21 @@ def h(tag: str, attrs: Mapping[str, AttrValue] | Node = None, /, *children: Node
     children. Raises MarkupError for invalid tag or attribute names.
     """
     key = _TAG_KEYS.get(tag) or tag_key(tag)
-    # `type(attrs) is dict` first: the Mapping ABC check is slow and a dict is common.
-    if attrs is not None and type(attrs) is not dict and not isinstance(attrs, Mapping):
-        children = (attrs, *children)
-        attrs = None
+    # Exact types first: the Mapping ABC check is slow, and a dict, a str or an
+    # Element (text or a child in the attrs place) are what pages pass.
+    if attrs is not None:
+        given = type(attrs)
+        if given is not dict and (given is str or given is Element or not isinstance(attrs, Mapping)):
+            children = (attrs, *children)
+            attrs = None
+    mapping = cast("Mapping[str, AttrValue] | None", attrs)  # narrowed above, by exact type
     # `start` is the start tag written once here (None: the writer will write it).
     start: str | None = None if key in _NOT_COMPILED else "<" + tag
     pairs: tuple[tuple[str, AttrValue], ...] = ()
-    if kw or (attrs and type(attrs) is not dict):
+    if kw or (mapping and type(mapping) is not dict):
         merged: dict[str, AttrValue] = {}
-        if attrs:
-            for name, value in attrs.items():
+        if mapping:
+            for name, value in mapping.items():
                 merged[validate_attr_name(name)] = _attr_value(value)
         for name, value in kw.items():
             merged[validate_attr_name(_attr_key(name))] = _attr_value(value)
@@ -380,11 +384,11 @@ def h(tag: str, attrs: Mapping[str, AttrValue] | Node = None, /, *children: Node
                 break
             more = _start_attr(key, name, value)
             start = None if more is None else start + more
-    elif attrs:
+    elif mapping:
         # Fast path: a plain dict's keys are already unique, so no merge dict is
         # needed, and a str value under a known plain name needs no conversion or check.
         kept: list[tuple[str, AttrValue]] = []
-        for name, value in attrs.items():
+        for name, value in mapping.items():
             if type(value) is str and (name in _PLAIN_NAMES or _plain_name(name)):
                 kept.append((name, value))
                 if start is not None:

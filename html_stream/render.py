@@ -27,7 +27,7 @@ import traceback
 from collections import deque
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Mapping
 from contextlib import aclosing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import CoroutineType
 from typing import Literal, TypeAlias, cast
 
@@ -52,6 +52,8 @@ from .markup import (
 )
 from .placement import (
     NO_WRAPPER_PARENTS,
+    ROOTS_ALLOWED,
+    TEXT_REFUSED_PARENTS,
     BoundaryPlacementError,
     banned_inside,
     check_roots,
@@ -147,17 +149,21 @@ Page: TypeAlias = "_PageValue | Callable[[], _PageValue | Awaitable[_PageValue]]
 """A Document or any nodes, or a (coroutine) function returning one, or an awaitable of one."""
 
 
-@dataclass(slots=True, eq=False)
 class _Boundary:
-    id: int
-    spec: Suspense
-    parent_tag: str  # the element the boundary's nodes will be children of
-    fallback: str
-    task: asyncio.Task[None] | None = None
-    parts: list[_Part] | None = None  # set once settled
-    children: list[_Boundary] = field(default_factory=list)
-    placed: bool = False  # stream: its placeholder has been emitted
-    flushed: bool = False  # stream: its parts have been emitted
+    """One boundary of one render (a plain class: a page starts many)."""
+
+    __slots__ = ("children", "fallback", "flushed", "id", "parent_tag", "parts", "placed", "spec", "task")
+
+    def __init__(self, boundary_id: int, spec: Suspense, parent_tag: str, fallback: str) -> None:
+        self.id = boundary_id
+        self.spec = spec
+        self.parent_tag = parent_tag  # the element the boundary's nodes will be children of
+        self.fallback = fallback
+        self.task: asyncio.Task[None] | None = None
+        self.parts: list[_Part] | None = None  # set once settled
+        self.children: list[_Boundary] = []
+        self.placed = False  # stream: its placeholder has been emitted
+        self.flushed = False  # stream: its parts have been emitted
 
 
 _Part: TypeAlias = "str | _Boundary"  # what the writer emits: HTML text, or a slot for a boundary
@@ -176,6 +182,20 @@ _BREAKOUT = frozenset(
 # Elements of foreign content whose children are HTML again (§13.2.6.5 integration points).
 _HTML_INTEGRATION = frozenset({"foreignobject", "desc", "title", "mi", "mo", "mn", "ms", "mtext"})
 _HTML_ENCODINGS = frozenset({"text/html", "application/xhtml+xml"})
+
+# Parents where check_roots() has rules for a boundary's roots.
+_CHECKED_PARENTS = frozenset(ROOTS_ALLOWED) | TEXT_REFUSED_PARENTS
+
+
+def _busy_html(el: Element, html: str) -> str:
+    # What the writer writes for _busy(el), from el's bytes written ahead: the
+    # attribute goes last in the start tag, which holds no ">" (values are escaped).
+    for name, _ in el.attrs:
+        if name.lower() == "aria-busy":
+            return html
+    end = html.index(">")
+    return html[:end] + ' aria-busy="true"' + html[end:]
+
 
 def _busy(el: Element) -> Element:
     if any(name.lower() == "aria-busy" for name, _ in el.attrs):
@@ -212,9 +232,8 @@ class _Writer:
             roots = [_busy(r) if isinstance(r, Element) else r for r in roots]
         elif len(roots) == 1 and isinstance(roots[0], Element):
             root = roots[0]
-            if root.html is not None and not any(name.lower() == "aria-busy" for name, _ in root.attrs):
-                end = root.html.index(">")  # compiled start tags hold no ">" (values are escaped)
-                self.out.append(root.html[:end] + ' aria-busy="true"' + root.html[end:])
+            if root.html is not None:
+                self.out.append(_busy_html(root, root.html))
                 return
             roots = [_busy(root)]
         elif roots:
@@ -479,10 +498,15 @@ class _Render:
         return _Writer(self.nonce_attr, None, refusal)
 
     def spawn(self, spec: Suspense, parent: str, siblings: list[_Boundary]) -> _Boundary:
-        fb = self.fixed_writer("a boundary's fallback cannot hold a boundary")
-        fb.fallback(spec.fallback, parent)
+        node = spec.fallback
+        if type(node) is Element and node.html is not None and parent not in NO_WRAPPER_PARENTS:
+            fallback = _busy_html(node, node.html)  # one element written ahead: no writer needed
+        else:
+            fb = self.fixed_writer("a boundary's fallback cannot hold a boundary")
+            fb.fallback(node, parent)
+            fallback = fb.text()
         self.last_id += 1
-        b = _Boundary(self.last_id, spec, parent, fb.text())
+        b = _Boundary(self.last_id, spec, parent, fallback)
         task = self.loop.create_task(self.run(b), name=f"html_stream boundary {b.id}")
         self.tasks.append(task)
         b.task = task
@@ -526,11 +550,13 @@ class _Render:
             when = self.deadline if when is None else min(when, self.deadline)
         scope = None if when is None else asyncio.timeout_at(when)
         try:
+            content = b.spec.content
             if scope is None:  # nothing to time out: skip the scope's bookkeeping
-                node = await _produce(b.spec.content)
+                made = content() if callable(content) else content
+                node = await made if type(made) is CoroutineType or inspect.isawaitable(made) else made
             else:
                 async with scope:
-                    node = await _produce(b.spec.content)
+                    node = await _produce(content)
             parts = self.write_content(node, b)
         except asyncio.CancelledError as exc:
             task = asyncio.current_task()
@@ -548,6 +574,8 @@ class _Render:
                 self.wake.set_result(None)
 
     def write_content(self, node: Node, b: _Boundary) -> list[_Part]:
+        if type(node) is Element and node.html is not None and b.parent_tag not in _CHECKED_PARENTS:
+            return [node.html]  # one element written ahead, where any root may stand
         w = self.writer(b.children)
         try:
             w.root(node, b.parent_tag, "a boundary's content")
