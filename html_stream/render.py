@@ -113,6 +113,11 @@ class Suspense:
     may not hold a boundary. `error` is nodes or a function of BoundaryFailure; it
     replaces the content after an exception or a timeout (default: a short message
     with the digest). `timeout_s` counts from when this boundary's work starts.
+
+    So that the page does not jump when the content arrives, give the fallback the
+    content's box: the same elements and classes with placeholder text of the same
+    length, or a CSS min-height on a wrapper (html_stream/demo.py does both; an
+    inline style= would be refused by a strict CSP, so use classes).
     """
 
     content: Content
