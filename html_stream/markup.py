@@ -16,7 +16,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import lru_cache, partial
 from json import dumps
-from typing import TYPE_CHECKING, Final, Protocol, TypeAlias, cast
+from typing import TYPE_CHECKING, Final, Protocol, TypeAlias
 
 from .attributes import CHECKED_NAMES, UNSAFE_URL, attr_kind, unsafe_url
 
@@ -253,26 +253,23 @@ def _start_attr(key: str, name: str, value: AttrValue) -> str | None:
     return None
 
 
-def _compile_children(tag: str, key: str, start: str, flat: Sequence[Node]) -> str | None:
-    # The element's bytes from its compiled start tag, or None if a child needs the writer.
-    parts = [start, ">"]
-    if flat and key in LEADING_NEWLINE and isinstance(flat[0], str) and flat[0][:1] == "\n":
-        parts.append("\n")
-    for child in flat:
+def _write_ahead(parts: list[str], nodes: list[Node], first: int) -> list[str] | None:
+    # Adds what the writer would write for nodes[first:] to `parts`, or None if one
+    # of them needs the writer (a boundary, an element not written ahead, ...).
+    for child in nodes[first:]:
         cls = type(child)
         if cls is str:
             parts.append(_escape_text(child))  # type: ignore[arg-type]
         elif cls is Element:
-            html = child.html  # type: ignore[union-attr]
-            if html is None:
+            written = child.html  # type: ignore[union-attr]
+            if written is None:
                 return None
-            parts.append(html)
+            parts.append(written)
         elif cls is Markup:
             parts.append(child)  # type: ignore[arg-type]
         else:
-            return None  # a boundary, or something the writer refuses
-    parts.append(f"</{tag}>")
-    return "".join(parts)
+            return None
+    return parts
 
 
 # Attribute names already validated whose value is plain data on any element (not
@@ -367,7 +364,7 @@ def h(tag: str, attrs: Mapping[str, AttrValue] | Node = None, /, *children: Node
         if given is not dict and (given is str or given is Element or not isinstance(attrs, Mapping)):
             children = (attrs, *children)
             attrs = None
-    mapping = cast("Mapping[str, AttrValue] | None", attrs)  # narrowed above, by exact type
+    mapping: Mapping[str, AttrValue] | None = attrs  # type: ignore[assignment]  # narrowed above, by exact type
     # `start` is the start tag written once here (None: the writer will write it).
     start: str | None = None if key in _NOT_COMPILED else "<" + tag
     pairs: tuple[tuple[str, AttrValue], ...] = ()
@@ -392,7 +389,7 @@ def h(tag: str, attrs: Mapping[str, AttrValue] | Node = None, /, *children: Node
             if type(value) is str and (name in _PLAIN_NAMES or _plain_name(name)):
                 kept.append((name, value))
                 if start is not None:
-                    start += f' {name}="{_escaped_attr(value)}"'
+                    start += f' {name}="{_ESCAPED_ATTRS.get(value) or _escaped_attr(value)}"'
                 continue
             if name not in _ATTR_KEYS:
                 attr_key(name)
@@ -407,17 +404,37 @@ def h(tag: str, attrs: Mapping[str, AttrValue] | Node = None, /, *children: Node
         pairs = tuple(kept)
     flat: tuple[Node, ...] = ()
     if children:
+        # Flatten and write ahead in one pass; `parts` is None once a child needs the writer.
         out: list[Node] = []
+        parts: list[str] | None = None if start is None else [start, ">"]
         for child in children:  # one level by hand: most children are str or Element
             cls = type(child)
-            if cls is str or cls is Element:
+            if cls is str:
                 out.append(child)
+                if parts is not None:
+                    parts.append(_escape_text(child))  # type: ignore[arg-type]
+            elif cls is Element:
+                out.append(child)
+                if parts is not None:
+                    written = child.html  # type: ignore[union-attr]
+                    if written is None:
+                        parts = None
+                    else:
+                        parts.append(written)
             else:
+                first = len(out)
                 _flatten_into(child, out)
+                if parts is not None:
+                    parts = _write_ahead(parts, out, first)
         flat = tuple(out)
         if key in VOID_ELEMENTS:
             raise MarkupError(f"<{tag}> is a void element and takes no children")
-        html = None if start is None else _compile_children(tag, key, start, flat)
+        html = None
+        if parts is not None:
+            if flat and key in LEADING_NEWLINE and isinstance(flat[0], str) and flat[0][:1] == "\n":
+                parts.insert(2, "\n")
+            parts.append(f"</{tag}>")
+            html = "".join(parts)
     elif start is None:
         html = None
     else:
