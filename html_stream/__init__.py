@@ -16,8 +16,9 @@
             await send(chunk)               # before it means "answer 500"
 
 Strategies (same page code, same final DOM): "stream" sends the shell at once with
-fallbacks, then each boundary as it completes, swapped in by a 400-byte inline
-script; "in_order" waits for each boundary where it stands (no script); "buffer"
+fallbacks, then each boundary as it completes (those that complete together share
+one chunk), swapped in by a 400-byte inline script; "in_order" waits for each
+boundary where it stands (no script); "buffer"
 sends the whole page as one chunk. Crawlers and HTTP/1.0 clients get "buffer" from
 choose_strategy. Boundary errors and timeouts render an error fallback showing a
 digest that is also logged (logger "html_stream"), never a traceback.

@@ -8,9 +8,13 @@
 # that every task's timeout is capped at). Strategies differ only in how slots are
 # emitted:
 # - stream: a slot still pending becomes a placeholder (runtime.py). Settled
-#   boundaries whose placeholder is out are flushed in settle order, one chunk each:
-#   <template>parts</template><script>$HS(id)</script>. A boundary that settles
-#   before its parent is flushed is inlined into the parent's chunk.
+#   boundaries whose placeholder is out are flushed in settle order, each as
+#   <template>parts</template><script>$HS(id)</script>; those that settled while the
+#   previous chunk was out share the next chunk (none waits for another). A boundary
+#   that settles before its parent is flushed is inlined into the parent's chunk.
+# Static elements arrive already written (Element.html, from h()), so the writer
+# appends them; a boundary whose fallback or content is one such element skips the
+# writer altogether.
 # - in_order: each pending slot is awaited where it stands; each wait is a flush.
 # - buffer: as in_order, one chunk at the end (send it with Content-Length).
 # The shell is built inside the first __anext__, so its errors raise before any byte.
