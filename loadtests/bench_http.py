@@ -16,17 +16,30 @@ Usage:
     python loadtests/bench_http.py                     # 3 interleaved runs of 10 s each
     python loadtests/bench_http.py --duration 5 --repeats 5 --connections 100
     python loadtests/bench_http.py --only sse_server --only uvicorn-h11
+
+Variants of our server side by side in one run: ``--variant NAME=ARGS`` adds
+sse_server started with ARGS appended, ``--tree NAME=PATH`` adds the sse_server of
+another checkout; ``--baseline`` picks the row the ratio column divides by:
+    python loadtests/bench_http.py --only sse_server --baseline sse_server \
+        --variant auth='--jwt-secret-env SSE_JWT_SECRET' \
+        --header "Authorization: Bearer $(python -m sse_server token --subscribe '*')"
+    python loadtests/bench_http.py --only sse_server --baseline sse_server \
+        --variant "log-text=--log-level info" \
+        --variant "log-json=--log-level info --access-log-format json"
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import resource
+import shlex
 import shutil
 import subprocess
 import sys
 from collections import defaultdict
+from collections.abc import Sequence
 
 from benchlib import (
     OUR_SERVER,
@@ -76,10 +89,13 @@ def children_cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def run_wrk(port: int, *, duration_s: int, connections: int, cpu: int) -> tuple[float, int]:
+def run_wrk(
+    port: int, *, duration_s: int, connections: int, cpu: int, headers: Sequence[str] = ()
+) -> tuple[float, int]:
     """One wrk run against /healthz: (requests/s, errors: non-2xx + socket errors)."""
     argv = [
         "taskset", "-c", str(cpu), "wrk", "-t1", f"-c{connections}", f"-d{duration_s}s",
+        *(arg for header in headers for arg in ("-H", header)),
         f"http://127.0.0.1:{port}/healthz",
     ]  # fmt: skip
     done = subprocess.run(
@@ -108,6 +124,13 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=50)
     parser.add_argument("--repeats", type=int, default=3, help="interleaved runs per server")
     parser.add_argument("--only", action="append", help="server name (repeat or comma-separate)")
+    parser.add_argument("--variant", action="append", default=[], metavar="NAME=ARGS",
+                        help="add sse_server started with ARGS appended (repeatable)")
+    parser.add_argument("--tree", action="append", default=[], metavar="NAME=PATH",
+                        help="add the sse_server of the checkout at PATH (repeatable)")
+    parser.add_argument("--baseline", default=BASELINE, help="the row the ratio column divides by")
+    parser.add_argument("--header", action="append", default=[], metavar="'NAME: VALUE'",
+                        help="send this header on every request of every row (wrk -H; repeatable)")
     parser.add_argument("--server-cpu", type=int, default=0)
     parser.add_argument("--load-cpu", type=int, default=1)
     args = parser.parse_args()
@@ -115,6 +138,16 @@ def main() -> None:
     if shutil.which("wrk") is None:
         sys.exit("wrk not found on PATH (Debian: apt-get install wrk)")
     servers = select_servers(SERVERS, args.only)
+    for spec in args.variant:
+        name, sep, extra = spec.partition("=")
+        if not sep or not name:
+            sys.exit(f"--variant wants NAME=ARGS, got {spec!r}")
+        servers[name] = (*OUR_SERVER, *shlex.split(extra))
+    for spec in args.tree:
+        name, sep, path = spec.partition("=")
+        if not sep or not os.path.isdir(os.path.join(path, "sse_server")):
+            sys.exit(f"--tree wants NAME=PATH to a checkout with sse_server/, got {spec!r}")
+        servers[name] = ("env", f"PYTHONPATH={os.path.abspath(path)}", "{python}", "-P", *OUR_SERVER[1:])
     if any("starlette_app.py" in " ".join(cmd) for cmd in servers.values()):
         require_modules(["uvicorn", "starlette", "sse_starlette", "httptools", "uvloop"])
     exit_on_sigterm()
@@ -136,6 +169,7 @@ def main() -> None:
                             duration_s=args.warmup,
                             connections=args.connections,
                             cpu=args.load_cpu,
+                            headers=args.header,
                         )
                     cpu_before, wrk_before = cpu_seconds(server.pid), children_cpu_seconds()
                     meter = CoreMeter([args.server_cpu, args.load_cpu])
@@ -144,6 +178,7 @@ def main() -> None:
                         duration_s=args.duration,
                         connections=args.connections,
                         cpu=args.load_cpu,
+                        headers=args.header,
                     )
                     server_s = cpu_seconds(server.pid) - cpu_before
                     wrk_s = children_cpu_seconds() - wrk_before
@@ -167,6 +202,8 @@ def main() -> None:
             "rps": median(rps[name]),
             "runs": " / ".join(f"{v / 1000:.1f}k" for v in rps[name]),
             "cpu": median(cpu_pct[name]),
+            # server CPU per request: CPU share over the request rate, in microseconds
+            "us_per_request": median(cpu_pct[name]) / 100 / median(rps[name]) * 1e6,
             "others": max(others[name]),
             "errors": errors[name],
         }
@@ -181,10 +218,11 @@ def main() -> None:
         Column("rps", "req/s (median)", "{:,.0f}", ratio=True),
         Column("runs", "runs"),
         Column("cpu", "server CPU %", "{:.0f}"),
+        Column("us_per_request", "server us/request", "{:.1f}"),
         Column("others", "others' CPU % (max)", "{:.0f}"),
         Column("errors", "errors", "{:d}"),
     ]
-    print(markdown_table(rows, columns, baseline=BASELINE))
+    print(markdown_table(rows, columns, baseline=args.baseline if args.baseline in rows else BASELINE))
     warn_if_shared(max((max(v) for v in others.values() if v), default=0.0))
     for name, reason in skipped.items():
         print(f"\nskipped {name}: {reason}")

@@ -41,6 +41,12 @@ Usage:
 Before/after a change, side by side in one run (``git worktree add ../base <commit>``):
     python loadtests/bench_sse.py --only sse_server --tree base=../base --repeats 3
 ``--tree NAME=PATH`` adds a server: this repo's sse_server as checked out at PATH.
+``--variant NAME=ARGS`` adds this repo's sse_server run with extra flags, and
+``--header 'Name: value'`` goes on every subscribe and publish, so the cost of a
+feature is one run (every row gets the header; a server without auth ignores it):
+    export SSE_JWT_SECRET=$(python3 -c 'import secrets; print(secrets.token_urlsafe(32))')
+    python loadtests/bench_sse.py --only sse_server --variant auth='--jwt-secret-env SSE_JWT_SECRET' \
+        --header "Authorization: Bearer $(python -m sse_server token --publish '*' --subscribe '*')"
 With ``--repeats N`` every part runs N times per server, interleaved, and the
 table shows the median of each figure.
 """
@@ -74,6 +80,7 @@ from benchlib import (
     exit_on_sigterm,
     markdown_table,
     open_clients,
+    parse_headers,
     percentile,
     pin_self,
     raise_nofile_limit,
@@ -81,6 +88,7 @@ from benchlib import (
     rss_kib,
     select_servers,
     settled,
+    variant_server,
     wait_for_count,
     warn_if_shared,
 )
@@ -102,7 +110,7 @@ Metrics = dict[str, Any]
 
 
 async def measure_idle(server: ServerProcess, args: argparse.Namespace) -> Metrics:
-    request = StreamClient.get("/channels/idle/events", SSE_HEADERS)
+    request = StreamClient.get("/channels/idle/events", {**SSE_HEADERS, **args.headers})
 
     def subscriber() -> StreamClient:
         return StreamClient(request)
@@ -176,7 +184,7 @@ async def publish(conn: HttpConnection, path: str, body: bytes) -> int | None:
 async def measure_fanout(server: ServerProcess, args: argparse.Namespace) -> Metrics:
     loop = asyncio.get_running_loop()
     path = "/channels/fan/events"
-    request = StreamClient.get(path, SSE_HEADERS)
+    request = StreamClient.get(path, {**SSE_HEADERS, **args.headers})
     stats = FanoutStats()
     clients, failed = await open_clients(
         lambda: FanoutSubscriber(request, stats),
@@ -187,7 +195,7 @@ async def measure_fanout(server: ServerProcess, args: argparse.Namespace) -> Met
     notes = [f"fanout: {failed} subscriptions failed"] if failed else []
     subscribers = len(clients)
     try:
-        async with HttpConnection(server.port, timeout_s=args.timeout) as conn:
+        async with HttpConnection(server.port, timeout_s=args.timeout, headers=args.headers) as conn:
             # Some servers answer the SSE head before registering the subscriber:
             # publish warm-up events until every subscriber is counted, and wait
             # until the last one reached all of them.
@@ -289,7 +297,7 @@ def open_fds(pid: int) -> int:
 
 async def measure_churn(server: ServerProcess, args: argparse.Namespace) -> Metrics:
     """Subscribe and leave in waves; afterwards the server must be back where it was."""
-    request = StreamClient.get("/channels/churn/events", SSE_HEADERS)
+    request = StreamClient.get("/channels/churn/events", {**SSE_HEADERS, **args.headers})
 
     def subscriber() -> StreamClient:
         return StreamClient(request)
@@ -395,13 +403,19 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--only", action="append", help="server name (repeat or comma-separate)")
     parser.add_argument("--tree", action="append", default=[], metavar="NAME=PATH",
                         help="also run sse_server from the checkout at PATH, as NAME (repeatable)")
+    parser.add_argument("--variant", action="append", default=[], metavar="NAME=ARGS",
+                        help="also run this repo's sse_server with extra flags, as NAME (repeatable)")
+    parser.add_argument("--header", action="append", default=[], metavar="'NAME: VALUE'",
+                        help="send this header on every subscribe and publish (repeatable)")
     parser.add_argument("--baseline", default=BASELINE, help="the row the ratio columns divide by")
     parser.add_argument("--repeats", type=int, default=1, help="runs of every part per server, interleaved")
     for part in PARTS:
         parser.add_argument(f"--skip-{part}", action="store_true", help=f"skip the {part} part")
     parser.add_argument("--server-cpu", type=int, default=0)
     parser.add_argument("--load-cpu", type=int, default=1)
-    return parser.parse_args()
+    args = parser.parse_args()
+    args.headers = parse_headers(args.header)
+    return args
 
 
 def tree_server(spec: str) -> tuple[str, tuple[str, ...]]:
@@ -428,7 +442,8 @@ def median_row(runs: list[Metrics]) -> Metrics:
 
 def main() -> None:
     args = parse_args()
-    servers = select_servers(SERVERS, args.only) | dict(tree_server(spec) for spec in args.tree)
+    servers = (select_servers(SERVERS, args.only) | dict(tree_server(spec) for spec in args.tree)
+               | dict(variant_server(spec) for spec in args.variant))
     peer_modules = {
         "starlette": ["uvicorn", "starlette", "sse_starlette"],
         "aiohttp": ["aiohttp", "aiohttp_sse"],

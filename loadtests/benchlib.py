@@ -25,6 +25,7 @@ import contextlib
 import importlib.util
 import os
 import resource
+import shlex
 import signal
 import socket
 import statistics
@@ -56,6 +57,8 @@ __all__ = [
     "ServerProcess",
     "StreamClient",
     "close_clients",
+    "parse_headers",
+    "variant_server",
     "core_busy_seconds",
     "cpu_seconds",
     "exit_on_sigterm",
@@ -127,6 +130,25 @@ def raise_nofile_limit(needed: int) -> None:
 def pin_self(cpu: int) -> None:
     """Pin the load generator (this process) to one CPU."""
     os.sched_setaffinity(0, {cpu})
+
+
+def variant_server(spec: str) -> tuple[str, tuple[str, ...]]:
+    """``NAME=ARGS`` -> this repo's sse_server with extra flags (``auth=--jwt-secret-env S``)."""
+    name, sep, extra = spec.partition("=")
+    if not sep or not name:
+        sys.exit(f"--variant wants NAME=ARGS, got {spec!r}")
+    return name, (*OUR_SERVER, *shlex.split(extra))
+
+
+def parse_headers(specs: Iterable[str]) -> dict[str, str]:
+    """``--header 'Name: value'`` flags -> a dict; exits on one without a colon."""
+    headers = {}
+    for spec in specs:
+        name, sep, value = spec.partition(":")
+        if not sep or not name.strip():
+            sys.exit(f"--header wants 'Name: value', got {spec!r}")
+        headers[name.strip()] = value.strip()
+    return headers
 
 
 def select_servers(
@@ -245,12 +267,20 @@ class ServerProcess:
             f"{self.log_tail()}"
         )
 
+    def log_text(self) -> str:
+        """Everything the server has printed so far ("" once it has been stopped)."""
+        if self._log.closed:
+            return ""
+        # pread, not seek+read: the server writes through the same open file, so
+        # moving its offset back would make the server overwrite its own log.
+        fd = self._log.fileno()
+        return os.pread(fd, os.fstat(fd).st_size, 0).decode("utf-8", "replace")
+
     def log_tail(self, lines: int = 3) -> str:
         """The last lines the server printed, for a failure message."""
         if self._log.closed:
             return ""
-        self._log.seek(0)
-        text = self._log.read().decode("utf-8", "replace").strip().splitlines()
+        text = self.log_text().strip().splitlines()
         return " | ".join(text[-lines:]) or "(no output)"
 
     def alive(self) -> bool:
@@ -692,9 +722,10 @@ class HttpConnection:
         status, body = await conn.request("POST", "/channels/x/events", b"hi")
     """
 
-    def __init__(self, port: int, timeout_s: float = 5.0) -> None:
+    def __init__(self, port: int, timeout_s: float = 5.0, headers: Mapping[str, str] | None = None) -> None:
         self.port = port
         self.timeout_s = timeout_s
+        self._extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
 
@@ -714,7 +745,7 @@ class HttpConnection:
         """Write one request (the caller then awaits response())."""
         assert self._writer is not None
         head = (
-            f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{self._extra}"
             f"Content-Type: text/plain; charset=utf-8\r\nContent-Length: {len(body)}\r\n\r\n"
         )
         self._writer.write(head.encode("latin-1") + body)

@@ -39,6 +39,7 @@ from .routing import MethodNotAllowed, NotFound, Router
 from .untrusted import BadJSON, load_json
 
 if TYPE_CHECKING:
+    from .auth import Principal
     from .channels import EncodedEvent
     from .config import Config
 
@@ -48,6 +49,7 @@ __all__ = [
     "App",
     "Handler",
     "Headers",
+    "header_value",
     "HTMLResponse",
     "HTTPError",
     "JSONResponse",
@@ -122,14 +124,22 @@ class Outcome:
     duration_s: float  # from the request head to the last byte (or to the end of the stream)
     streamed: bool
     completed: bool  # False: the client left or the stream failed before its end
+    events: int = 0  # events a stream sent (SSE streams count theirs; heartbeats excluded)
 
 
 class Request:
-    """One HTTP request as the handler sees it. The body is read on first use."""
+    """One HTTP request as the handler sees it. The body is read on first use.
+
+    ``client`` is (address, port) of the client, after trusted proxies (port 0 when a
+    proxy named only the address); ``scheme`` is "https" or "http" as the client used
+    it; ``client_trusted`` says the client is itself one of ``--forwarded-allow-ips``
+    (a proxy, or this host), which per-client limits leave alone.
+    """
 
     __slots__ = (
         "method", "target", "path", "query_string", "http_version", "headers",
-        "client", "path_params", "app", "_read_body", "_body", "_query", "_on_finish",
+        "client", "path_params", "app", "scheme", "client_trusted", "principal",
+        "_read_body", "_body", "_query", "_on_finish",
     )
 
     def __init__(
@@ -143,6 +153,8 @@ class Request:
         client: tuple[str, int] | None = None,
         read_body: BodyReader | None = None,
         app: App | None = None,
+        scheme: str = "http",
+        client_trusted: bool = False,
     ) -> None:
         self.method = method
         self.target = target
@@ -153,6 +165,10 @@ class Request:
         self.client = client
         self.path_params: dict[str, str] = {}
         self.app = app
+        self.scheme = scheme
+        self.client_trusted = client_trusted
+        # Who the client is, set by the auth middleware (middleware/auth.py) when there is one.
+        self.principal: Principal | None = None
         self._read_body = read_body
         self._body: bytes | None = None
         self._query: dict[str, list[str]] | None = None
@@ -202,18 +218,29 @@ class Request:
     def finished(self, outcome: Outcome) -> None:
         """Run the ``on_finish`` callbacks; the connection calls this once per request."""
         callbacks, self._on_finish = self._on_finish, None
-        for callback in callbacks or ():
-            try:
-                callback(outcome)
-            except Exception:
-                log.exception("on_finish callback for %s %s failed", self.method, self.path)
+        run_finish_callbacks(callbacks, outcome)
+
+    def take_finish_callbacks(self) -> list[Callable[[Outcome], None]] | None:
+        """Hand the ``on_finish`` callbacks to whoever outlives this request (a detached
+        stream keeps only them, not the request with its headers)."""
+        callbacks, self._on_finish = self._on_finish, None
+        return callbacks
+
+
+def run_finish_callbacks(callbacks: list[Callable[[Outcome], None]] | None, outcome: Outcome) -> None:
+    for callback in callbacks or ():
+        try:
+            callback(outcome)
+        except Exception:
+            log.exception("an on_finish callback failed")
 
 
 class Sink(Protocol):
     """Where a streaming response writes; the connection layer provides the real one.
 
     ``write`` frames (chunked on HTTP/1.1) and queues without blocking; ``deliver``
-    writes an event encoded once for many streams, framing it once for all of them;
+    writes an event encoded once for many streams, framing it once for all of them,
+    and says how far behind the client is;
     ``drain`` waits while the client is slow and raises ``ConnectionError`` once it
     is gone. ``detach(on_close)`` keeps the stream open after ``stream()`` returns,
     for producers that push from elsewhere; ``finish()`` ends such a stream cleanly.
@@ -223,7 +250,11 @@ class Sink(Protocol):
     def config(self) -> Config: ...
 
     def write(self, data: bytes) -> None: ...
-    def deliver(self, event: EncodedEvent) -> None: ...
+    def deliver(self, event: EncodedEvent) -> int:
+        """Write ``event``; return the bytes still unsent after it, or -1 if the
+        connection is closing and nothing was written (one call on the fan-out path)."""
+        ...
+
     def buffered_bytes(self) -> int: ...
     def is_closing(self) -> bool: ...
     def abort(self) -> None: ...
@@ -245,11 +276,20 @@ class StreamFilter(Protocol):
     def close(self) -> bytes: ...
 
 
+def header_value(headers: Iterable[tuple[str, str]], name: str) -> str | None:
+    """The first value of ``name`` (lower-case) in a header list of any case: responses,
+    upstream replies. Requests have ``Headers.get``, whose names are already lower-case."""
+    for k, v in headers:
+        if k.lower() == name:
+            return v
+    return None
+
+
 def _with_content_type(
     headers: Iterable[tuple[str, str]] | dict[str, str] | None, content_type: str
 ) -> list[tuple[str, str]]:
     items = list(headers.items() if isinstance(headers, dict) else headers or ())
-    if not any(k.lower() == "content-type" for k, _ in items):
+    if header_value(items, "content-type") is None:
         items.append(("Content-Type", content_type))
     return items
 
@@ -305,8 +345,9 @@ class StreamingResponse:
     ``stream`` as a task and cancels it the moment the client goes away.
     """
 
-    __slots__ = ("status", "body", "headers", "filters")
+    __slots__ = ("status", "body", "headers", "filters", "compress", "events")
     media_type = "text/plain; charset=utf-8"
+    kind = "iterator"  # what metrics call this stream: iterator, channel, html
     # Whether this stream tells its client in-band when the server cuts it (shutdown,
     # a producer error): a channel stream's last jittered ``retry:``, a generation's
     # error event. Such a stream ends with a clean last chunk. Any other stream is
@@ -324,6 +365,10 @@ class StreamingResponse:
         self.body = body
         self.headers = _with_content_type(headers, content_type or self.media_type)
         self.filters: tuple[StreamFilter, ...] = ()  # a tuple: most streams have none, and hold no list
+        # gzip this stream when the client accepts it: None leaves it to the server
+        # (on for HTML streams; SSE only with --compress-sse), True or False decides.
+        self.compress: bool | None = None
+        self.events = 0  # events written, for the access log
 
     def add_filter(self, stream_filter: StreamFilter) -> None:
         """Pass every write of this stream through ``stream_filter``, last added outermost."""
@@ -408,7 +453,12 @@ class App:
 
 def _bind(middleware: Middleware, call_next: Handler) -> Handler:
     async def call(request: Request) -> AnyResponse:
-        return await _answer(lambda r: middleware(r, call_next), request)
+        try:  # _answer inlined: one coroutine per layer on every request, not two
+            return await middleware(request, call_next)
+        except ConnectionError:
+            raise
+        except Exception as e:
+            return _error_for(e, request)
 
     return call
 
@@ -424,13 +474,17 @@ async def _answer(handler: Handler, request: Request) -> AnyResponse:
     """Await ``handler`` and turn what it raises into the response it stands for."""
     try:
         return await handler(request)
-    except HTTPError as e:
-        return error_response(e.status, e.detail, e.headers)
-    except ProtocolError as e:
-        # The request body broke its framing: answer, then the connection closes.
-        return error_response(e.status, str(e), [("Connection", "close")])
     except ConnectionError:
         raise  # the client left: there is nobody to answer
-    except Exception:
-        log.exception("handler for %s %s failed", request.method, request.path)
-        return error_response(500, "internal server error", [("Connection", "close")])
+    except Exception as e:
+        return _error_for(e, request)
+
+
+def _error_for(error: Exception, request: Request) -> Response:
+    if isinstance(error, HTTPError):
+        return error_response(error.status, error.detail, error.headers)
+    if isinstance(error, ProtocolError):
+        # The request body broke its framing: answer, then the connection closes.
+        return error_response(error.status, str(error), [("Connection", "close")])
+    log.exception("handler for %s %s failed", request.method, request.path, exc_info=error)
+    return error_response(500, "internal server error", [("Connection", "close")])

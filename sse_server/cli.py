@@ -21,13 +21,16 @@ import signal
 import sys
 from collections.abc import Callable
 from types import ModuleType
+from typing import Any
 
 from . import __version__
 from .app import App
+from .auth import DEFAULT_SECRET_ENV
+from .clients import TrustedPeers
 from .config import Config
-from .server import Server
+from .server import Server, metrics_token, tls_context
 
-__all__ = ["main", "build_parser", "load_app", "AppSpecError"]
+__all__ = ["main", "build_parser", "build_token_parser", "load_app", "AppSpecError"]
 
 log = logging.getLogger("sse_server")
 
@@ -86,6 +89,28 @@ _positive_s = _finite(positive=True)
 _nonnegative = _finite(positive=False)
 
 
+def _peers(text: str) -> list[str]:
+    """``--forwarded-allow-ips``: a comma list of addresses or CIDRs, or ``*``."""
+    specs = [part.strip() for part in text.split(",") if part.strip()]
+    try:
+        TrustedPeers(specs)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"want addresses or CIDRs (or *), got {text!r}: {e}") from None
+    return specs
+
+
+class _Extend(argparse.Action):
+    """A repeatable list flag whose first use replaces the default instead of adding to it."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: object, option_string: str | None = None) -> None:
+        seen = f"_{self.dest}_given"
+        current = list(getattr(namespace, self.dest)) if getattr(namespace, seen, False) else []
+        assert isinstance(values, list)
+        setattr(namespace, self.dest, tuple(current + values))
+        setattr(namespace, seen, True)
+
+
 def _log_level(text: str) -> str:
     """Any case: ``DEBUG``, ``Info``; checked against LOG_LEVELS by ``choices``."""
     return text.lower()
@@ -132,6 +157,25 @@ def build_parser(prog: str = "python -m sse_server") -> argparse.ArgumentParser:
     g.add_argument("--backlog", type=_int_range(1, _C_INT_MAX), default=_DEFAULTS.backlog,
                    help="listen backlog: connections the kernel queues before we accept them; at least 1 "
                         "(the kernel may cap it lower)")
+    t = p.add_argument_group("production (TLS, proxies, per-client limits)")
+    t.add_argument("--certfile", default=_DEFAULTS.certfile, metavar="PATH",
+                   help="PEM certificate chain: serve HTTPS (TLS 1.2+) instead of HTTP")
+    t.add_argument("--keyfile", default=_DEFAULTS.keyfile, metavar="PATH",
+                   help="PEM private key of --certfile (omit if the certificate file holds it)")
+    t.add_argument("--forwarded-allow-ips", type=_peers, action=_Extend, default=_DEFAULTS.forwarded_allow_ips,
+                   metavar="ADDRS",
+                   help="proxies whose Forwarded / X-Forwarded-For / X-Forwarded-Proto are believed: addresses "
+                        "or CIDRs, comma-separated or repeated, or * for any peer; they are not limited themselves")
+    t.add_argument("--max-connections-per-client", type=_size, default=_DEFAULTS.max_connections_per_client,
+                   help="open connections one client address may hold (429 beyond); 0 turns it off")
+    t.add_argument("--connect-rate", type=_nonnegative, default=_DEFAULTS.connect_rate,
+                   help="new connections per second one client may open on average (429 beyond); 0 turns it off")
+    t.add_argument("--connect-burst", type=_count, default=_DEFAULTS.connect_burst,
+                   help="new connections one client may open at once before --connect-rate applies; at least 1")
+    t.add_argument("--publish-rate", type=_nonnegative, default=_DEFAULTS.publish_rate,
+                   help="publishes per second one client may make on average (429 beyond); 0 turns it off")
+    t.add_argument("--publish-burst", type=_count, default=_DEFAULTS.publish_burst,
+                   help="publishes one client may make at once before --publish-rate applies; at least 1")
     s = p.add_argument_group("server-sent events")
     s.add_argument("--heartbeat", type=_nonnegative, default=_DEFAULTS.heartbeat_s, dest="heartbeat_s",
                    help="seconds of idle before a heartbeat comment; 0 turns heartbeats off")
@@ -156,6 +200,21 @@ def build_parser(prog: str = "python -m sse_server") -> argparse.ArgumentParser:
     s.add_argument("--stream-send-buffer-bytes", type=_int_range(0, _C_INT_MAX),
                    default=_DEFAULTS.stream_send_buffer_bytes,
                    help="kernel send buffer of each stream (0: left to the kernel)")
+    o = p.add_argument_group("observability and compression")
+    o.add_argument("--access-log-format", choices=("text", "json"), default=_DEFAULTS.access_log_format,
+                   help="access log lines (at --log-level info): text, or one JSON object per request "
+                        "and per ended stream")
+    o.add_argument("--metrics", action=argparse.BooleanOptionalAction, default=_DEFAULTS.metrics,
+                   help="serve GET /metrics in the Prometheus text format")
+    o.add_argument("--metrics-token-env", default=_DEFAULTS.metrics_token_env, metavar="NAME",
+                   help="environment variable holding a bearer token that GET /metrics then requires")
+    o.add_argument("--compression", action=argparse.BooleanOptionalAction, default=_DEFAULTS.compression,
+                   help="gzip (when the client accepts it) plain responses over --compress-min-bytes and "
+                        "streamed HTML pages, flushed per write")
+    o.add_argument("--compress-min-bytes", type=_size, default=_DEFAULTS.compress_min_bytes,
+                   help="smallest plain response body that is compressed; 0 compresses every one")
+    o.add_argument("--compress-sse", action=argparse.BooleanOptionalAction, default=_DEFAULTS.compress_sse,
+                   help="gzip event streams too (a compressor per subscriber; each event flushed at once)")
     m = p.add_argument_group("chat model (/v1/chat/completions, /chat)")
     m.add_argument("--max-jobs-per-client", type=_count, default=_DEFAULTS.max_jobs_per_client,
                    help="resumable generations (POST /chat/streams) one client address may run at once "
@@ -170,7 +229,39 @@ def build_parser(prog: str = "python -m sse_server") -> argparse.ArgumentParser:
                         "instead of the mock model")
     m.add_argument("--upstream-key-env", default=_DEFAULTS.upstream_key_env, metavar="NAME",
                    help="environment variable holding the upstream API key (sent as a Bearer token)")
+    a = p.add_argument_group("access (see README: Production)")
+    a.add_argument("--jwt-secret-env", default=_DEFAULTS.jwt_secret_env, metavar="NAME",
+                   help="turn on token auth: HS256 tokens signed with the secret in this environment variable "
+                        f"(at least 32 bytes; by convention {DEFAULT_SECRET_ENV}) grant publish and subscribe")
+    a.add_argument("--jwt-leeway", type=_nonnegative, default=_DEFAULTS.jwt_leeway_s, dest="jwt_leeway_s",
+                   help="seconds of clock skew allowed on a token's exp and nbf; 0 or more")
+    a.add_argument("--public-channel", action="append", type=_channel_pattern, dest="public_channels",
+                   default=None, metavar="PATTERN",
+                   help="with token auth, anyone may subscribe to channels matching this (a name, prefix*, or *); "
+                        "repeatable")
+    a.add_argument("--api-key-env", default=_DEFAULTS.api_key_env, metavar="NAME",
+                   help="require Authorization: Bearer <the key in this environment variable> on /v1/* and the "
+                        "chat API")
+    a.add_argument("--cors-origin", action="append", type=_origin, dest="cors_origins", default=None,
+                   metavar="ORIGIN",
+                   help="let pages on this origin (scheme://host[:port]) call the server, with credentials; "
+                        "* allows every origin without credentials; repeatable")
     return p
+
+
+def _channel_pattern(text: str) -> str:
+    if not text or not text.isprintable():
+        raise argparse.ArgumentTypeError(f"a channel pattern is a name, prefix* or *, got {text!r}")
+    return text
+
+
+def _origin(text: str) -> str:
+    from .middleware.cors import check_origin
+
+    try:
+        return check_origin(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _upstream_url(url: str) -> str:
@@ -232,7 +323,9 @@ def load_app(spec: str, config: Config | None = None) -> App:
 
 def config_from_args(args: argparse.Namespace) -> Config:
     names = {f.name for f in dataclasses.fields(Config)}
-    return Config(**{k: v for k, v in vars(args).items() if k in names})
+    # Repeatable flags collect a list (None when never given); the Config holds tuples.
+    values: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in vars(args).items() if k in names}
+    return Config(**{k: v for k, v in values.items() if v is not None or getattr(_DEFAULTS, k) is None})
 
 
 async def serve(app: App, config: Config) -> None:
@@ -250,10 +343,54 @@ async def serve(app: App, config: Config) -> None:
     log.info("stopped")
 
 
+def build_token_parser(prog: str = "python -m sse_server token") -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=prog,
+        description="Print an HS256 token for a server run with --jwt-secret-env, signed with the same secret.",
+        epilog=f"Example: {DEFAULT_SECRET_ENV}=... {prog} --subscribe 'orders/*' --sub alice --exp 3600",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--publish", action="append", default=[], type=_channel_pattern, metavar="PATTERN",
+                   help="channels the token may publish to (a name, prefix*, or *); repeatable")
+    p.add_argument("--subscribe", action="append", default=[], type=_channel_pattern, metavar="PATTERN",
+                   help="channels the token may subscribe to; repeatable")
+    p.add_argument("--exp", type=_int_range(1), default=3600, metavar="SECONDS",
+                   help="seconds until the token expires (a stream it opened ends then); at least 1")
+    p.add_argument("--sub", default=None, metavar="SUBJECT", help="who the token names (per-client limits count by it)")
+    p.add_argument("--jwt-secret-env", default=DEFAULT_SECRET_ENV, metavar="NAME",
+                   help="environment variable holding the secret")
+    return p
+
+
+def token_main(argv: list[str], prog: str) -> None:
+    """``python -m sse_server token ...``: print a token and exit."""
+    from .auth import mint_token
+
+    args = build_token_parser(f"{prog} token").parse_args(argv)
+    secret = os.environ.get(args.jwt_secret_env)
+    if not secret:
+        print(f"error: environment variable {args.jwt_secret_env} (--jwt-secret-env) is not set or empty",
+              file=sys.stderr)
+        sys.exit(2)
+    try:
+        token = mint_token(secret, publish=args.publish, subscribe=args.subscribe, exp_s=args.exp, sub=args.sub)
+    except ValueError as e:
+        print(f"error: {args.jwt_secret_env}: {e}", file=sys.stderr)
+        sys.exit(2)
+    print(token)
+
+
 def main(argv: list[str] | None = None) -> None:
-    """The entry point of ``python -m sse_server`` and of the ``sse-server`` script."""
+    """The entry point of ``python -m sse_server`` and of the ``sse-server`` script.
+
+    ``python -m sse_server token ...`` mints a token instead of serving (build_token_parser).
+    """
     script = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
     prog = script if script.startswith("sse-server") else "python -m sse_server"
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["token"]:
+        token_main(argv[1:], prog)
+        return
     args = build_parser(prog).parse_args(argv)
     logging.basicConfig(
         level=getattr(logging, args.log_level.upper()),
@@ -261,6 +398,15 @@ def main(argv: list[str] | None = None) -> None:
     )
     try:
         config = config_from_args(args)
+        if config.keyfile and not config.certfile:
+            raise ValueError("--keyfile needs --certfile")
+        if config.certfile:
+            try:  # a missing or mismatched file is said now, not at the first connection
+                tls_context(config.certfile, config.keyfile)
+            except OSError as e:
+                raise ValueError(f"cannot load --certfile {config.certfile} "
+                                 f"(--keyfile {config.keyfile}): {e}") from None
+        metrics_token(config)  # refuse to start with metrics that were to be protected left open
         if args.app:
             app = load_app(args.app, config)
         else:

@@ -38,6 +38,35 @@ class Config:
     max_connections: int = 15_000
     backlog: int = 4096
 
+    # TLS (PEM files; the key may sit in the certificate file). With a certificate the
+    # port speaks only HTTPS: TLS 1.2 or later, ALPN http/1.1; a handshake has
+    # head_timeout_s to complete, like a request head.
+    certfile: str | None = None
+    keyfile: str | None = None
+
+    # Peers whose Forwarded / X-Forwarded-For / X-Forwarded-Proto are believed (addresses,
+    # CIDRs, or "*"). From anyone else the headers are ignored: a client could otherwise
+    # pick its own address and slip every per-client limit. These peers themselves are
+    # not limited (a proxy carries everybody; loopback is this host's own tools).
+    forwarded_allow_ips: tuple[str, ...] = ("127.0.0.1", "::1")
+
+    # Per-client limits (a client is its address after trusted proxies; 0 turns a limit
+    # off). Beyond them: 429 with Retry-After. A browser holds at most 6 connections
+    # per host over HTTP/1.1 and reconnects an EventSource every few seconds at most,
+    # so these leave room for dozens of browsers behind one NAT address, while one
+    # address alone can hold at most 1/60 of max_connections.
+    max_connections_per_client: int = 256  # open connections (streams hold one each)
+    # New connections: each costs an accept and, with TLS, a handshake (~1 ms of CPU);
+    # 20/s sustained per client is a few percent of a core, and the burst covers a
+    # whole office reconnecting at once after a restart (shutdown_retry_jitter_ms).
+    connect_rate: float = 20.0  # per second, on average
+    connect_burst: int = 100
+    # Publishes: each is fanned out to every subscriber, so one client publishing in a
+    # loop costs the server (subscribers x rate) writes. A person types far slower; a
+    # server-side publisher on another host raises it, or sets 0.
+    publish_rate: float = 50.0  # per second, on average
+    publish_burst: int = 200
+
     # Server-Sent Events.
     heartbeat_s: float = 15.0  # comment line after this much idle time; proxies drop silent streams
     retry_ms: int = 3_000  # reconnection hint sent at the start of each stream
@@ -77,5 +106,32 @@ class Config:
     upstream_first_byte_timeout_s: float = 60.0  # request sent -> response head
     upstream_idle_timeout_s: float = 120.0  # between body reads (reasoning models pause long)
 
+    # Who may publish and subscribe (sse_server/auth.py, middleware/auth.py). Off unless
+    # a secret is named: then nothing is readable or writable without a token that
+    # covers it, except channels matching public_channels (subscribe only).
+    jwt_secret_env: str | None = None  # environment variable holding the HS256 secret (>= 32 bytes)
+    jwt_leeway_s: float = 10.0  # clock skew allowed on exp/nbf between the minting host and this one
+    public_channels: tuple[str, ...] = ()  # patterns anyone may subscribe to: "news", "public/*"
+    # Key the model API (/v1/*, /chat/stream*) requires as a Bearer token; without it
+    # anyone who reaches the port spends the upstream's quota.
+    api_key_env: str | None = None
+    # Origins whose pages may call this server (CORS); exact origins get credentials,
+    # "*" any origin without them. Empty: same-origin only, as browsers default.
+    cors_origins: tuple[str, ...] = ()
+
     server_header: str = "sse_server"
-    access_log: bool = True
+    access_log: bool = True  # written when the "sse_server.access" logger is at info (--log-level)
+    access_log_format: str = "text"  # or "json": one object per request and per ended stream
+
+    # Observability. GET /metrics (Prometheus text format) exposes counts, not
+    # content; a token keeps it from anyone who can reach the port.
+    metrics: bool = True
+    metrics_token_env: str | None = None  # environment variable holding the bearer token
+
+    # Compression (gzip, flushed per write, so it never delays a stream). A body
+    # smaller than about one packet gains little and costs a compressor.
+    compression: bool = True  # plain responses over compress_min_bytes, and HTML streams
+    compress_min_bytes: int = 1024
+    # SSE too: every subscriber then needs its own compressor (~300 KiB of zlib state
+    # while live), and a broadcast costs one compression per subscriber.
+    compress_sse: bool = False

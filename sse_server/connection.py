@@ -23,6 +23,17 @@ directly and ``on_close`` runs when the client leaves.
 
 Timers are not per connection: a connection records ``deadline`` and the
 server's single sweeper closes whoever is past it (408 if a head was started).
+
+Admission happens here, on the accepted socket, before any app code: the global
+cap (503) and the per-client limits of the peer's address (429 with Retry-After, a
+few bytes, then close). A peer in ``--forwarded-allow-ips`` is a proxy: it is not
+limited itself, its requests name their client (clients.py), and the connection
+is counted against that client from its first such request.
+
+With TLS the socket is accepted plain, admitted, then upgraded with
+``loop.start_tls`` under ``head_timeout_s``: a handshake that stalls, or plain HTTP
+sent to the TLS port, is closed without a word (a refused TLS connection gets no
+429 either: the client could not read it before a handshake we will not spend).
 """
 
 from __future__ import annotations
@@ -30,11 +41,23 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import ssl
 import time
 from collections.abc import Callable, Sized
 from typing import TYPE_CHECKING, Protocol
 
-from .app import AnyResponse, App, Headers, Outcome, Request, Response, StreamFilter, StreamingResponse
+from .app import (
+    AnyResponse,
+    App,
+    Headers,
+    Outcome,
+    Request,
+    Response,
+    StreamFilter,
+    StreamingResponse,
+    run_finish_callbacks,
+)
+from .clients import TrustedPeers, forwarded_client
 from .http11 import (
     END_OF_MESSAGE,
     NEED_DATA,
@@ -120,7 +143,13 @@ class Host(Protocol):
     def shutting_down(self) -> bool: ...
     @property
     def max_connections(self) -> int: ...
+    @property
+    def tls(self) -> ssl.SSLContext | None: ...
+    @property
+    def trusted(self) -> TrustedPeers: ...
+    write_timeouts: int  # clients dropped for taking no bytes within write_timeout_s
 
+    def admit(self, conn: Connection, key: str, new: bool) -> str | None: ...
     async def handle(self, request: Request) -> AnyResponse: ...
     def track(self, conn: Connection) -> None: ...
     def untrack(self, conn: Connection) -> None: ...
@@ -133,6 +162,7 @@ class Host(Protocol):
 class Connection(asyncio.Protocol):
     __slots__ = (
         "server", "transport", "parser", "client", "deadline", "task", "stream",
+        "scheme", "proxied", "limit_key", "_handshaking",
         "_head", "_keep_alive", "_body_unread", "_waiter", "_drain_waiter", "_paused_writing",
         "_eof", "_lost", "_closing", "_head_started", "_answered", "_unyielded",
     )
@@ -148,6 +178,10 @@ class Connection(asyncio.Protocol):
         self.deadline = 0.0  # loop time after which the sweeper acts; 0 = none
         self.task: asyncio.Task[None] | None = None  # the request being served, if any
         self.stream: Exchange | None = None  # the live streaming response, if any
+        self.scheme = "http"
+        self.proxied = False  # the peer is a trusted proxy: its requests name their client
+        self.limit_key: str | None = None  # the client this connection is counted against
+        self._handshaking = False
         self._head: RequestHead | None = None
         self._keep_alive = True
         self._body_unread = False
@@ -172,19 +206,64 @@ class Connection(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         self.client = (peer[0], peer[1]) if isinstance(peer, tuple) else None
         server = self.server
+        tls = server.tls
         if server.shutting_down or len(server.connections) >= server.max_connections:
             retry = "1" if server.shutting_down else "5"
-            self._closing = True
-            self.transport.write(self._error_bytes(503, "server is at its connection limit", [("Retry-After", retry)]))
-            self.transport.close()
+            self._refuse(503, "server is at its connection limit", retry, tls is not None)
             return
+        host = self.client[0] if self.client is not None else None
+        if host is not None:
+            if host in server.trusted:
+                self.proxied = True
+            else:
+                refused = server.admit(self, host, True)
+                if refused is not None:
+                    self._refuse(429, "too many connections from your address", refused, tls is not None)
+                    return
         _configure_socket(_tcp_socket(transport))
         server.track(self)
+        if tls is not None:
+            self.scheme = "https"
+            self._handshaking = True
+            self.transport.pause_reading()  # the ClientHello is for start_tls, not the parser
+            self.task = server.loop.create_task(self._handshake(tls))
+            return
+        self._await_request()
+
+    def _refuse(self, status: int, detail: str, retry: str, tls: bool) -> None:
+        self._closing = True
+        if not tls:
+            self.transport.write(self._error_bytes(status, detail, [("Retry-After", retry)]))
+        self.transport.close()
+
+    async def _handshake(self, tls: ssl.SSLContext) -> None:
+        raw = self.transport
+        try:
+            transport = await self.server.loop.start_tls(
+                raw, self, tls, server_side=True, ssl_handshake_timeout=self.server.config.head_timeout_s,
+            )
+        except (OSError, asyncio.CancelledError) as e:  # ssl.SSLError, a timeout, a reset, shutdown
+            log.debug("TLS handshake with %s failed: %r", self.client, e)
+            self._closing = True
+            raw.abort()
+            self.server.untrack(self)  # the TLS layer may not report a connection lost mid-handshake
+            return
+        finally:
+            self.task = None
+        self._handshaking = False
+        self.transport = transport  # type: ignore[assignment]
+        if self._lost:
+            return
+        if self._eof and not self.parser.buffered:
+            self._close()
+            return
         self._await_request()
 
     def data_received(self, data: bytes) -> None:
         parser = self.parser
         parser.feed(data)
+        if self._handshaking:
+            return  # decrypted before start_tls returned: served once the handshake task resumes
         if self.stream is not None:
             # Bytes pipelined behind a stream wait for it to end; a client that
             # floods them is not playing by the rules.
@@ -207,7 +286,9 @@ class Connection(asyncio.Protocol):
             self._closing = True
             return False
         self._wake()
-        return True
+        # TLS has no half-close: asyncio closes the transport whatever we return (and
+        # warns if we ask otherwise), so the request in progress ends with it.
+        return self.scheme != "https"
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._lost = True
@@ -274,6 +355,7 @@ class Connection(asyncio.Protocol):
         if self._paused_writing:
             log.debug("client %s took nothing for %.0f s; dropping it", self.client,
                       self.server.config.write_timeout_s)
+            self.server.write_timeouts += 1
             self.abort()
         elif self.task is None and not self.parser.idle and self.parser.in_head:
             log.debug("request head from %s not complete in time", self.client)
@@ -291,6 +373,9 @@ class Connection(asyncio.Protocol):
 
     def close_if_idle(self) -> bool:
         """Close now if between requests with nothing buffered (shutdown)."""
+        if self._handshaking and self.task is not None:
+            self.task.cancel()
+            return True
         if self.task is not None or self.stream is not None or not self.parser.idle:
             return False
         self._close()
@@ -358,9 +443,22 @@ class Connection(asyncio.Protocol):
         self._keep_alive = head.keep_alive
         self._body_unread = head.has_body
         self._answered = False
+        client = self.client
+        scheme = self.scheme
+        trusted = self.proxied
+        if trusted:
+            client, proto, trusted = forwarded_client(client, head.headers, self.server.trusted)
+            if proto is not None:
+                scheme = proto
+            if not trusted and client is not None and client[0] != self.limit_key:
+                refused = self.server.admit(self, client[0], self.limit_key is None)
+                if refused is not None:
+                    self._write_and_close(self._error_bytes(
+                        429, "too many connections from your address", [("Retry-After", refused)]))
+                    return
         request = Request(
             head.method, head.target, head.path, head.query, head.version,
-            Headers(head.headers), self.client, self._read_body, self.server.app,
+            Headers(head.headers), client, self._read_body, self.server.app, scheme, trusted,
         )
         exchange = Exchange(self, request)
         try:
@@ -510,7 +608,7 @@ class Exchange:
 
     __slots__ = (
         "conn", "transport", "request", "head_only", "http_version", "started", "status", "chunked",
-        "filters", "body_bytes", "response", "on_close", "_done",
+        "filters", "body_bytes", "response", "on_close", "_done", "_on_finish",
     )
 
     def __init__(self, conn: Connection, request: Request) -> None:
@@ -527,6 +625,7 @@ class Exchange:
         self.response: StreamingResponse | None = None
         self.on_close: Callable[[], None] | None = None  # set by detach()
         self._done = False
+        self._on_finish: list[Callable[[Outcome], None]] | None = None  # taken from the request by detach()
 
     # -- plain responses ------------------------------------------------------------
 
@@ -624,12 +723,17 @@ class Exchange:
                 on_close()
             except Exception:
                 log.exception("stream close hook failed")
-        streamed = self.response is not None
+        response = self.response
         request, self.request, self.response = self.request, None, None  # no cycles left to collect
-        if request is not None:
-            request.finished(Outcome(
-                self.status, self.body_bytes, time.perf_counter() - self.started, streamed, completed,
-            ))
+        callbacks, self._on_finish = self._on_finish, None
+        if request is not None or callbacks:
+            outcome = Outcome(
+                self.status, self.body_bytes, time.perf_counter() - self.started, response is not None, completed,
+                response.events if response is not None else 0,
+            )
+            if request is not None:
+                request.finished(outcome)
+            run_finish_callbacks(callbacks, outcome)
 
     # -- the Sink protocol (app.Sink) used by stream producers ---------------------------
 
@@ -651,11 +755,19 @@ class Exchange:
         self.body_bytes += len(wire)
         self.transport.write(wire)
 
-    def deliver(self, event: EncodedEvent) -> None:
-        """Write an event encoded once for many streams, framing it once for all of them."""
+    def deliver(self, event: EncodedEvent) -> int:
+        """Write an event encoded once for many streams, framing it once for all of them;
+        return the bytes still unsent, or -1 if the connection is closing (nothing written).
+
+        This is the fan-out hot path: one call per subscriber per event, so it answers
+        "is it closing" and "how far behind is it" itself rather than in two more calls.
+        """
+        transport = self.transport
+        if self.conn._closing or transport.is_closing():
+            return -1
         if self.filters:
             self.write(event.raw)  # each filtered stream transforms its own copy
-            return
+            return transport.get_write_buffer_size()
         if self.chunked:
             wire = event.framed
             if wire is None:
@@ -663,7 +775,8 @@ class Exchange:
         else:
             wire = event.raw
         self.body_bytes += len(wire)
-        self.transport.write(wire)
+        transport.write(wire)
+        return transport.get_write_buffer_size()
 
     def buffered_bytes(self) -> int:
         return self.transport.get_write_buffer_size()
@@ -684,8 +797,11 @@ class Exchange:
         runs once, when the client leaves or the stream ends.
         """
         self.on_close = on_close
-        if self.request is not None and not self.request.wants_outcome:
-            self.request = None  # an idle subscriber holds no request it will never need
+        request, self.request = self.request, None
+        if request is not None:
+            # An idle subscriber holds no request: only the callbacks waiting for its
+            # outcome (which keep what they need of it, e.g. the access log's fields).
+            self._on_finish = request.take_finish_callbacks()
 
     def finish(self) -> None:
         """End a detached stream cleanly; the connection then serves its next request."""

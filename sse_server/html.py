@@ -35,6 +35,7 @@ class HTMLStream(StreamingResponse):
 
     __slots__ = ("first", "chunks")
     media_type = "text/html; charset=utf-8"
+    kind = "html"
 
     def __init__(
         self, first: bytes, chunks: AsyncGenerator[bytes, None], headers: Iterable[tuple[str, str]] = ()
@@ -49,6 +50,7 @@ class HTMLStream(StreamingResponse):
             await sink.drain()
             async for chunk in chunks:
                 sink.write(chunk)
+                self.events += 1  # a boundary
                 await sink.drain()
 
 

@@ -8,24 +8,68 @@
 One sweeper timer serves every connection's deadline (head, keep-alive idle,
 body); thousands of idle connections cost memory, not timer wake-ups.
 
-The server wraps the app's middleware stack in its own (the access log) without
-changing the app: one App can be served by several servers with different configs.
+With ``certfile`` the port speaks HTTPS (``tls_context``); each connection is
+upgraded by its Connection after admission. The server keeps the per-client
+tables the accept path consults (``admit``): open connections per client and a
+token bucket of new connections per client.
+
+The server wraps the app's middleware stack in its own without changing the app
+(one App can be served by several servers with different configs); outermost
+first: the access log, compression, metrics (which answers ``GET /metrics``).
+The first server to serve an app puts its ``Metrics`` in ``app.state["metrics"]``
+for pages that show them (the demo's ``/status``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import ssl
 
-from .app import AnyResponse, App, Request
+from .app import AnyResponse, App, Middleware, Request
+from .clients import TokenBuckets, TrustedPeers, retry_after
 from .config import Config
 from .connection import Connection, Exchange
 from .limits import EmfileLog, connection_cap, raise_nofile_limit
-from .middleware.access_log import access_log
+from .middleware.access_log import AccessLog
+from .middleware.compression import Compression
+from .middleware.metrics import Metrics
 
-__all__ = ["Server"]
+__all__ = ["Server", "metrics_token", "tls_context"]
 
 log = logging.getLogger("sse_server")
+
+# Retry-After for a client at its open-connection cap: nobody knows when one of its
+# connections ends, so it is told to come back in a while rather than at once.
+_RETRY_AT_CONNECTION_CAP_S = 5
+
+
+def tls_context(certfile: str, keyfile: str | None = None) -> ssl.SSLContext:
+    """A server context for HTTPS: TLS 1.2 or later, ALPN ``http/1.1``, the system's ciphers.
+
+    Raises OSError (ssl.SSLError included) when the files cannot be read or do not match.
+    """
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2  # RFC 8996: 1.0 and 1.1 are deprecated
+    context.set_alpn_protocols(["http/1.1"])  # we speak nothing else; a client wanting h2 falls back
+    context.load_cert_chain(certfile, keyfile)
+    return context
+
+
+def metrics_token(config: Config) -> str | None:
+    """The bearer token /metrics wants, from the variable ``--metrics-token-env`` names.
+
+    Raises ValueError when that variable is unset or empty: a server told to protect
+    its metrics does not start with them open.
+    """
+    name = config.metrics_token_env
+    if not name:
+        return None
+    token = os.environ.get(name, "")
+    if not token:
+        raise ValueError(f"--metrics-token-env: the environment variable {name} is not set or empty")
+    return token
 
 
 class Server:
@@ -44,9 +88,28 @@ class Server:
         self._stopped = asyncio.Event()
         self._shutdown_task: asyncio.Task[None] | None = None
         self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
-        self._handle = app.handler(outer=[access_log] if self.config.access_log else [])
+        self.write_timeouts = 0  # clients dropped for taking no bytes in time
+        cfg = self.config
+        outer: list[Middleware] = []
+        self.access_log: AccessLog | None = None
+        if cfg.access_log and logging.getLogger("sse_server.access").isEnabledFor(logging.INFO):
+            self.access_log = AccessLog(cfg.access_log_format)
+            outer.append(self.access_log)
+        if cfg.compression:
+            outer.append(Compression(cfg))
+        self.metrics: Metrics | None = None
+        if cfg.metrics:
+            self.metrics = Metrics(self, metrics_token(cfg))
+            outer.append(self.metrics)
+            app.state.setdefault("metrics", self.metrics)
+        self._handle = app.handler(outer=outer)
         self.max_connections = self.config.max_connections  # lowered at start to fit the descriptor limit
         self._emfile_log: EmfileLog | None = None
+        self.tls: ssl.SSLContext | None = None  # built at start from config.certfile
+        self.trusted = TrustedPeers(self.config.forwarded_allow_ips)
+        self._open_by_client: dict[str, int] = {}
+        rate = self.config.connect_rate
+        self._connects = TokenBuckets(rate, self.config.connect_burst) if rate > 0 else None
 
     async def handle(self, request: Request) -> AnyResponse:
         """The app's answer to one request, through the server's and the app's middleware."""
@@ -61,11 +124,21 @@ class Server:
     async def start(self) -> None:
         """Run the app's start-up hooks and bind; returns once the port is listening."""
         self.loop = asyncio.get_running_loop()
+        if self.config.certfile:
+            self.tls = tls_context(self.config.certfile, self.config.keyfile)
         nofile = raise_nofile_limit()
         self.max_connections = connection_cap(self.config.max_connections, nofile)
         if self.max_connections < self.config.max_connections:
             log.warning("serving at most %d connections, not %d: the process may open %d file descriptors "
                         "and keeps some in reserve", self.max_connections, self.config.max_connections, nofile)
+        # The event loop accepts up to ``backlog`` connections per wake-up before any of
+        # them can be told 503: with few descriptors to spare, a burst would run out of
+        # them mid-loop. Accept no more at once than the descriptors left over.
+        backlog = self.config.backlog
+        if nofile is not None and nofile - self.max_connections < backlog:
+            backlog = max(8, (nofile - self.max_connections) // 2)
+            log.warning("accepting at most %d connections at a time (listen backlog %d): few file "
+                        "descriptors are left over the connection cap", backlog, backlog)
         self._emfile_log = EmfileLog(self.loop.get_exception_handler())
         self.loop.set_exception_handler(self._emfile_log)
         for hook in self.app.on_startup:
@@ -73,7 +146,7 @@ class Server:
         self._idle.set()
         self._listener = await self.loop.create_server(
             lambda: Connection(self), self.config.host, self.config.port,
-            backlog=self.config.backlog, reuse_address=True,
+            backlog=backlog, reuse_address=True,
         )
         sockname = self._listener.sockets[0].getsockname()
         self.host, self.port = sockname[0], sockname[1]
@@ -82,12 +155,45 @@ class Server:
     @property
     def url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        return f"{'https' if self.tls is not None else 'http'}://{host}:{self.port}"
 
     async def serve_forever(self) -> None:
         await self._stopped.wait()
 
     # -- the registry, called by Connection ---------------------------------------
+
+    def admit(self, conn: Connection, key: str, new: bool) -> str | None:
+        """Count ``conn`` against client ``key``, or return the Retry-After to refuse it with.
+
+        ``new``: a new connection, which also spends a token of the client's connect rate.
+        """
+        cap = self.config.max_connections_per_client
+        if cap and self._open_by_client.get(key, 0) >= cap:
+            return str(_RETRY_AT_CONNECTION_CAP_S)
+        if new and self._connects is not None:
+            wait = self._connects.take(key, self.loop.time())
+            if wait:
+                return retry_after(wait)
+        self._release(conn)
+        if cap:
+            self._open_by_client[key] = self._open_by_client.get(key, 0) + 1
+        conn.limit_key = key
+        return None
+
+    def _release(self, conn: Connection) -> None:
+        key = conn.limit_key
+        if key is None:
+            return
+        conn.limit_key = None
+        left = self._open_by_client.get(key, 0) - 1
+        if left > 0:
+            self._open_by_client[key] = left
+        else:
+            self._open_by_client.pop(key, None)
+
+    def open_connections_of(self, key: str) -> int:
+        """Connections counted against client ``key`` now."""
+        return self._open_by_client.get(key, 0)
 
     def track(self, conn: Connection) -> None:
         self.connections.add(conn)
@@ -106,6 +212,7 @@ class Server:
         self.streams.discard(exchange)
 
     def untrack(self, conn: Connection) -> None:
+        self._release(conn)
         self.connections.discard(conn)
         self._awaiting.discard(conn)
         if conn.stream is not None:
@@ -165,6 +272,8 @@ class Server:
                 await hook()
             except Exception:
                 log.exception("shutdown hook failed")
+        if self.access_log is not None:
+            self.access_log.flush()
         if self._sweeper is not None:
             self._sweeper.cancel()
         emfile_log = self._emfile_log

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -128,3 +131,32 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Browser tests run last: they are the slowest, and their synchronous driver
     runs an event loop of its own that other tests must not share."""
     items.sort(key=lambda item: "/tests/browser/" in str(item.fspath))
+
+
+@dataclass(frozen=True)
+class TLSFiles:
+    """A test CA made at test time and a server certificate it signed, as PEM files."""
+
+    ca_pem: str
+    certfile: str
+    keyfile: str
+
+    def client_context(self) -> ssl.SSLContext:
+        """A client context that trusts only the test CA."""
+        return ssl.create_default_context(cafile=self.ca_pem)
+
+
+@pytest.fixture(scope="session")
+def tls_files(tmp_path_factory: pytest.TempPathFactory) -> TLSFiles:
+    """A certificate for 127.0.0.1 and localhost, signed by a CA that exists for this run only."""
+    import trustme
+
+    folder: Path = tmp_path_factory.mktemp("tls")
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1", "localhost")
+    files = TLSFiles(str(folder / "ca.pem"), str(folder / "cert.pem"), str(folder / "key.pem"))
+    ca.cert_pem.write_to_path(files.ca_pem)
+    cert.private_key_pem.write_to_path(files.keyfile)
+    for i, pem in enumerate(cert.cert_chain_pems):
+        pem.write_to_path(files.certfile, append=i > 0)
+    return files

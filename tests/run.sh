@@ -14,4 +14,9 @@ if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null; then
 fi
 
 python3 -m pip install -q --disable-pip-version-check -e '.[test]'
+
+# Node's eventsource package, a client in tests/test_tls.py (which skips only if npm is missing).
+if command -v npm >/dev/null && [ ! -d tests/node/node_modules/eventsource ]; then
+    (cd tests/node && npm ci --no-audit --no-fund --loglevel=error)
+fi
 exec python3 -m pytest "$@"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 import zlib
 from collections.abc import AsyncIterator
@@ -254,10 +255,12 @@ async def test_server_middleware_wraps_without_changing_the_app(start_server: St
     quiet = await start_server(app, access_log=False)
     with caplog.at_level(logging.INFO, logger="sse_server.access"):
         logged = await start_server(app, access_log=True)
-        await exchange("127.0.0.1", quiet.port, get("/hello"))
-        await exchange("127.0.0.1", logged.port, get("/hello"))
-        await eventually(lambda: any("/hello" in r.getMessage() for r in caplog.records))
-    lines = [r.getMessage() for r in caplog.records if r.name == "sse_server.access"]
+    assert quiet.access_log is None and logged.access_log is not None
+    logged.access_log.stream = written = io.StringIO()
+    await exchange("127.0.0.1", quiet.port, get("/hello"))
+    await exchange("127.0.0.1", logged.port, get("/hello"))
+    logged.access_log.flush()
+    lines = written.getvalue().splitlines()
     assert len(lines) == 1 and '"GET /hello HTTP/1.1" 200 6B' in lines[0]
     assert app._middleware == []
     assert isinstance(quiet, Server) and isinstance(logged, Server)

@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import time
 import tomllib
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -19,6 +20,7 @@ from pathlib import Path
 import pytest
 
 import sse_server
+from sse_server.auth import decode_token, mint_token
 from sse_server.cli import build_parser, config_from_args
 from sse_server.config import Config
 
@@ -168,6 +170,8 @@ def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 FLAG_EXCEPTIONS = {
     "model_tokens_per_s": "--model-tokens-per-s",  # a rate, not a duration: "per s" stays
     "upstream_url": "--upstream",  # shown as `--upstream URL`
+    "public_channels": "--public-channel",  # repeatable: one pattern per flag
+    "cors_origins": "--cors-origin",  # repeatable: one origin per flag
 }
 # Fields that have no flag yet. Each is a gap to close: give it a flag and delete it
 # here (the tests below fail while a listed field has a flag, so this list cannot rot).
@@ -215,10 +219,20 @@ def test_each_flag_sets_its_config_field() -> None:
     defaults = Config()
     for name, flag in config_flags().items():
         default = getattr(defaults, name)
-        if isinstance(default, bool):
-            raise AssertionError(f"{name}: no sample value for a bool field; extend this test")
+        if isinstance(default, bool):  # an on/off pair: the one that is not the default
+            args = build_parser().parse_args([flag if not default else "--no-" + flag[2:]])
+            assert getattr(config_from_args(args), name) is not default, (name, flag)
+            continue
         if name == "upstream_url":
             value, expected = "http://127.0.0.1:9/v1", "http://127.0.0.1:9/v1"
+        elif name == "forwarded_allow_ips":
+            value, expected = "10.0.0.0/8, ::1", ("10.0.0.0/8", "::1")
+        elif name == "access_log_format":
+            value, expected = "json", "json"
+        elif name == "cors_origins":
+            value, expected = "https://app.test:8443", ("https://app.test:8443",)
+        elif isinstance(default, tuple):
+            value, expected = "x", ("x",)
         elif isinstance(default, int):
             value, expected = str(default + 1), default + 1
         elif isinstance(default, float):
@@ -362,6 +376,21 @@ BAD_INVOCATIONS = [
     (["--model-first-token-ms", "nan"], "--model-first-token-ms"),
     (["--model-first-token-ms", "-1"], "--model-first-token-ms"),
     (["--log-level", "loud"], "--log-level"),
+    (["--jwt-leeway", "-1"], "--jwt-leeway"),
+    (["--jwt-leeway", "nan"], "--jwt-leeway"),
+    (["--public-channel", ""], "--public-channel"),
+    (["--cors-origin", "https://app.test/"], "--cors-origin"),  # an Origin header never has a path
+    (["--cors-origin", "app.test"], "--cors-origin"),
+    (["--max-connections-per-client", "-1"], "--max-connections-per-client"),
+    (["--connect-rate", "nan"], "--connect-rate"),
+    (["--connect-rate", "-1"], "--connect-rate"),
+    (["--connect-burst", "0"], "--connect-burst"),
+    (["--publish-rate", "inf"], "--publish-rate"),
+    (["--publish-burst", "0"], "--publish-burst"),
+    (["--forwarded-allow-ips", "10.0.0.0/33"], "--forwarded-allow-ips"),
+    (["--forwarded-allow-ips", "proxy.local"], "--forwarded-allow-ips"),
+    (["--compress-min-bytes", "-1"], "--compress-min-bytes"),
+    (["--access-log-format", "xml"], "--access-log-format"),
 ]
 
 
@@ -408,6 +437,12 @@ def test_every_numeric_flag_has_a_bad_case() -> None:
         (["--model-first-token-ms", "0"], "model_first_token_ms", 0.0),
         (["--history-size", "1"], "history_size", 1),
         (["--backlog", "1"], "backlog", 1),
+        (["--max-connections-per-client", "0"], "max_connections_per_client", 0),  # off
+        (["--connect-rate", "0"], "connect_rate", 0.0),  # off
+        (["--publish-rate", "0"], "publish_rate", 0.0),  # off
+        (["--forwarded-allow-ips", "*"], "forwarded_allow_ips", ("*",)),  # any peer
+        (["--forwarded-allow-ips", "10.0.0.1", "--forwarded-allow-ips", "10.0.1.0/24,::1"],
+         "forwarded_allow_ips", ("10.0.0.1", "10.0.1.0/24", "::1")),  # repeated replaces the default
     ],
 )
 def test_edge_values_that_mean_something_are_accepted(args: list[str], field: str, expected: object) -> None:
@@ -515,3 +550,63 @@ async def test_app_factory_taking_a_parameter_gets_the_config(cli) -> None:  # t
     async with asyncio.timeout(5):
         reply = await exchange(running.host, running.port, get(b"/"))
     assert reply.status == 200 and reply.body == b"123\n"
+
+
+def test_repeatable_flags_collect_every_value() -> None:
+    """--public-channel and --cors-origin given twice keep both values, in order."""
+    args = build_parser().parse_args(["--public-channel", "news", "--public-channel", "public/*",
+                                      "--cors-origin", "https://a.test", "--cors-origin", "*"])
+    config = config_from_args(args)
+    assert config.public_channels == ("news", "public/*")
+    assert config.cors_origins == ("https://a.test", "*")
+
+
+def test_token_command_prints_a_token_for_the_secret(tmp_path: Path) -> None:
+    """`python -m sse_server token` signs with the secret in --jwt-secret-env and prints only the token."""
+    secret = "x" * 40
+    env = {**env_for(tmp_path), "MY_SECRET": secret, "SSE_JWT_SECRET": "y" * 40}
+    result = subprocess.run(
+        [sys.executable, "-m", "sse_server", "token", "--publish", "news", "--subscribe", "orders/*",
+         "--sub", "alice", "--exp", "3600", "--jwt-secret-env", "MY_SECRET"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=30,
+    )
+    assert result.returncode == 0, result.stderr
+    principal = decode_token(result.stdout.strip(), secret.encode(), now=time.time())
+    assert (principal.subject, principal.publish, principal.subscribe) == ("alice", ("news",), ("orders/*",))
+    assert principal.expires_at is not None and 3500 < principal.expires_at - time.time() < 3700
+    default = subprocess.run([sys.executable, "-m", "sse_server", "token", "--subscribe", "*"],
+                             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=30)
+    decode_token(default.stdout.strip(), b"y" * 40, now=time.time())  # SSE_JWT_SECRET unless told otherwise
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["token", "--publish", "news"], "SSE_JWT_SECRET"),  # not set in the child
+        (["token", "--exp", "0"], "--exp"),
+        (["--jwt-secret-env", "SSE_UNSET_SECRET"], "SSE_UNSET_SECRET"),
+        (["--api-key-env", "SSE_UNSET_KEY"], "SSE_UNSET_KEY"),
+    ],
+)
+def test_an_unset_secret_is_exit_2_naming_the_variable(tmp_path: Path, args: list[str], message: str) -> None:
+    """A secret variable that is unset, or a bad token flag, is exit 2 with a message, not a traceback."""
+    env = {k: v for k, v in env_for(tmp_path).items() if k != "SSE_JWT_SECRET"}
+    result = subprocess.run([sys.executable, "-m", "sse_server", "--port", "0", *args] if args[0] != "token"
+                            else [sys.executable, "-m", "sse_server", *args],
+                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr and "Traceback" not in result.stderr
+
+
+async def test_the_served_demo_checks_tokens_from_the_flag(cli, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    """--jwt-secret-env turns auth on in the demo: a publish without a token is 401, with a minted one 202."""
+    monkeypatch.setenv("SSE_TEST_CLI_SECRET", "z" * 40)
+    running = await cli("--jwt-secret-env", "SSE_TEST_CLI_SECRET")
+    token = mint_token("z" * 40, publish=["news"])
+    async with asyncio.timeout(5):
+        refused = await exchange(running.host, running.port, req(
+            b"POST /channels/news/events HTTP/1.1", b"Host: t", b"Content-Length: 2", body=b"hi"))
+        accepted = await exchange(running.host, running.port, req(
+            b"POST /channels/news/events HTTP/1.1", b"Host: t", b"Authorization: Bearer " + token.encode(),
+            b"Content-Length: 2", body=b"hi"))
+    assert (refused.status, accepted.status) == (401, 202)

@@ -15,10 +15,12 @@ import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
+import httpx
 import pytest
 
 from html_stream import Document, Markup, Suspense, h
 from sse_server import App, Request, Response, Server, StreamingResponse
+from sse_server.demo import create_app
 from sse_server.html import stream_page
 
 from .conftest import StartServer
@@ -274,3 +276,14 @@ async def test_client_that_leaves_cancels_pending_boundaries(
         await close(writer)
     await eventually(lambda: gate.cancelled, what="the pending boundary was cancelled")
     assert not gate.done.is_set()
+
+
+@pytest.mark.parametrize("path", ["/", "/live", "/chat", "/suspense?delays=0", "/dashboard"])
+async def test_demo_pages_forbid_sniffing_and_cross_origin_referrers(start_server: StartServer, path: str) -> None:
+    """Every demo page says nosniff and a Referrer-Policy that keeps its URL on its own origin."""
+    server = await start_server(create_app, access_log=False)
+    async with httpx.AsyncClient(base_url=server.url, timeout=15) as http:
+        page = await http.get(path)
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert page.headers["x-content-type-options"] == "nosniff"
+    assert page.headers["referrer-policy"] == "same-origin"

@@ -360,7 +360,8 @@ class GenerationStream(EventStream):
         if sink is None or sink.is_closing():
             return  # not started, or the connection notices and cancels us
         sink.write(wire)
-        self.last_write = self._loop.time()
+        self.events += 1
+        self.wrote = True
         if sink.buffered_bytes() > sink.config.max_subscriber_buffer_bytes:
             # A client this far behind a paced stream is gone in practice; like a slow
             # channel subscriber it is dropped rather than buffered without bound.

@@ -26,7 +26,6 @@ import functools
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
 
 from ..app import App, JSONResponse, Request, Response, StreamingResponse
 from ..sse.streams import last_event_id_of
@@ -35,7 +34,7 @@ from .generation import CompletionStream, NamedEventStream
 from .jobs import DEFAULT_JOB_IDLE_CANCEL_S, DEFAULT_JOB_RETENTION_S, DEFAULT_MAX_JOBS, Job
 from .mockmodel import MOCK_CREATED, MOCK_MODEL, mock_complete
 from .service import ChatService
-from .upstream import UpstreamError
+from .upstream import UpstreamError, path_segment
 from .wire import (
     MAX_CHAT_BODY_BYTES,
     MAX_TOKENS,
@@ -187,7 +186,12 @@ async def get_model(request: Request) -> Answer:
     service = _service(request)
     name = request.path_params["model"]
     if service.endpoint is not None:
-        return await _relay_get(service, "/models/" + quote(name, safe=""))
+        try:
+            segment = path_segment(name)
+        except ValueError:  # "." or "..": no model, and no way up the upstream's tree
+            raise APIError(404, f"The model '{name}' does not exist or you do not have access to it.",
+                           param="model", code="model_not_found") from None
+        return await _relay_get(service, "/models/" + segment)
     service.check_model(name)
     return JSONResponse(model_object(name, MOCK_CREATED))
 

@@ -18,15 +18,24 @@ byte (the whole response head), idle (each body read). A silent upstream
 therefore ends in an ``UpstreamError`` that the caller turns into a clean error
 for its client, never a hung stream. ``close()`` aborts the socket, so the
 upstream sees our client leave the moment it leaves.
+
+What reaches our clients names no upstream host, port or address: an error's
+message says what failed in general words (the operator's log has the details),
+and a path segment that came from a client is encoded with ``path_segment``, which
+refuses ``.`` and ``..`` so a client cannot climb out of the base path.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
+import socket
 import ssl
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
+from ..app import header_value
 from ..http11 import ChunkedDecoder, ProtocolError
 from ..untrusted import BadInteger, NotAnInteger, parse_int
 
@@ -36,8 +45,11 @@ __all__ = [
     "UpstreamResponse",
     "encode_request_head",
     "parse_response_head",
+    "path_segment",
     "request",
 ]
+
+log = logging.getLogger("sse_server")
 
 MAX_HEAD_BYTES = 64 * 1024  # a response head larger than this is not an API we relay
 _READ_SIZE = 64 * 1024
@@ -107,7 +119,37 @@ class Endpoint:
         return f"{self.scheme}://{self.authority}{self.base_path}"
 
 
-# -- pure: response head and body framing (RFC 9112) ---------------------------------
+# -- pure: request paths, response head and body framing (RFC 9112) ------------------
+
+
+def path_segment(text: str) -> str:
+    """One path segment from client input, percent-encoded (``/`` included); ValueError for
+    ``.`` and ``..``, which RFC 3986 §5.2.4 resolves upward however they are spelled.
+
+    >>> path_segment("gpt-4.1"), path_segment("a/b?c")
+    ('gpt-4.1', 'a%2Fb%3Fc')
+    """
+    if text in (".", ".."):
+        raise ValueError(f"{text!r} is not a name")
+    return quote(text, safe="")
+
+
+def _climbs(path: str) -> bool:
+    """Whether ``path`` holds a dot segment, plain or percent-encoded (%2e%2e)."""
+    return any(unquote(segment) in (".", "..") for segment in path.split("/"))
+
+
+def _reason(e: OSError) -> str:
+    """What failed, in words that name no host, port or address (asyncio's own messages do)."""
+    if isinstance(e, ssl.SSLCertVerificationError):
+        return "its TLS certificate was not accepted"
+    if isinstance(e, ssl.SSLError):
+        return "the TLS handshake failed"
+    if isinstance(e, socket.gaierror):
+        return "its name did not resolve"
+    if e.errno:
+        return os.strerror(e.errno).lower()
+    return "connection failed"
 
 
 def parse_response_head(head: bytes) -> tuple[int, list[tuple[str, str]]]:
@@ -134,23 +176,16 @@ def parse_response_head(head: bytes) -> tuple[int, list[tuple[str, str]]]:
     return int(code), headers
 
 
-def _header(headers: list[tuple[str, str]], name: str) -> str | None:
-    for k, v in headers:
-        if k == name:
-            return v
-    return None
-
-
 def body_framing(method: str, status: int, headers: list[tuple[str, str]]) -> tuple[str, int]:
     """("none" | "chunked" | "length" | "close", length) per RFC 9112 §6.3."""
     if method == "HEAD" or status in (204, 304) or 100 <= status < 200:
         return "none", 0
-    te = _header(headers, "transfer-encoding")
+    te = header_value(headers, "transfer-encoding")
     if te is not None:
         if te.lower().rsplit(",", 1)[-1].strip() == "chunked":
             return "chunked", 0
         return "close", 0  # another final coding: the body runs until close (§6.3 item 4)
-    cl = _header(headers, "content-length")
+    cl = header_value(headers, "content-length")
     if cl is not None:
         values = {v.strip() for v in cl.split(",")}
         value = values.pop()
@@ -173,6 +208,8 @@ def encode_request_head(
     >>> encode_request_head(Endpoint.parse("http://h:81"), "GET", "/models", [], 0)
     b'GET /v1/models HTTP/1.1\\r\\nHost: h:81\\r\\nConnection: close\\r\\n\\r\\n'
     """
+    if _climbs(path):  # a path built without path_segment() from a client's ".."
+        raise ValueError("upstream request path holds a dot segment")
     target = endpoint.base_path + path
     lines = [f"{method} {target} HTTP/1.1", f"Host: {endpoint.authority}"]
     lines += [f"{k}: {v}" for k, v in headers]
@@ -220,7 +257,9 @@ class UpstreamResponse:
             raise UpstreamError(f"upstream sent nothing for {self._idle_s:g} s", 504,
                                 "upstream_idle_timeout") from None
         except OSError as e:  # reset by the peer, TLS failure mid-body
-            raise UpstreamError(f"upstream connection failed mid-body: {e}", code="upstream_closed") from None
+            log.warning("upstream connection failed mid-body: %s", e)
+            raise UpstreamError(f"upstream connection failed mid-body: {_reason(e)}",
+                                code="upstream_closed") from None
 
     async def read(self) -> bytes:
         """The next piece of body, b"" once it is complete. Raises UpstreamError if the
@@ -289,7 +328,8 @@ async def request(
         raise UpstreamError(f"no connection to the upstream within {connect_timeout_s:g} s", 504,
                             "upstream_connect_timeout") from None
     except OSError as e:  # refused, unreachable, DNS, certificate
-        raise UpstreamError(f"cannot reach the upstream: {e}", code="upstream_unreachable") from None
+        log.warning("cannot reach the upstream %s: %s", endpoint.url, e)
+        raise UpstreamError(f"cannot reach the upstream: {_reason(e)}", code="upstream_unreachable") from None
     try:
         writer.write(head + body)
         try:
@@ -309,7 +349,8 @@ async def request(
             raise UpstreamError(f"upstream response head over {MAX_HEAD_BYTES} bytes",
                                 code="upstream_bad_response") from None
         except OSError as e:
-            raise UpstreamError(f"upstream connection failed: {e}", code="upstream_closed") from None
+            log.warning("upstream connection to %s failed: %s", endpoint.url, e)
+            raise UpstreamError(f"upstream connection failed: {_reason(e)}", code="upstream_closed") from None
         framing = body_framing(method, status, response_headers)
         return UpstreamResponse(status, response_headers, reader, writer, framing, idle_timeout_s)
     except BaseException:  # including cancellation: never leave the socket open

@@ -196,6 +196,18 @@ class Engine(ABC):
     """What every channel engine provides; see the module docstring for the contract."""
 
     epoch: str
+    # Running totals for metrics: plain integer adds on paths that run anyway, read
+    # when /metrics is scraped. Deliveries are counted per publish (its subscriber
+    # count), never per subscriber.
+    published = 0  # events stored
+    delivered = 0  # live deliveries: subscribers an event was written to
+    dropped = 0  # subscribers disconnected for being over their budget
+    resumes_replayed = 0  # subscribes with a Last-Event-ID honoured in full
+    resumes_reset = 0  # ... that got a reset for at least one channel
+
+    def subscriber_total(self) -> int:
+        """Live subscriptions on this node, summed over channels (a gauge for metrics)."""
+        return 0
 
     @abstractmethod
     async def publish(self, channel: str, data: str, event: str | None = None) -> Published:
@@ -297,6 +309,11 @@ class Engine(ABC):
             if reason is not None:
                 resets.append(Reset(name, reason, last_event_id, history.oldest_id))
         sub.resets = resets or ()
+        if last_event_id:
+            if resets:
+                self.resumes_reset += 1
+            else:
+                self.resumes_replayed += 1
         sub.closed = all(h.closed for h in histories)
         events = [e for h in histories for e in h.events]
         if len(histories) > 1:

@@ -91,6 +91,8 @@ class MemoryEngine(Engine):
         self.history_total_bytes = history_total_bytes  # across channels: what publishers can make us hold
         self.max_event_bytes = max_event_bytes  # encoded; bounds one publish and one delivery
         self.epoch = new_epoch()
+        self.published = 0
+        self.delivered = 0
         self.dropped = 0  # subscribers disconnected for being over their budget
         self.stored_bytes = 0  # history of every channel, by event_cost
         self._channels: OrderedDict[str, _Channel] = OrderedDict()
@@ -137,6 +139,9 @@ class MemoryEngine(Engine):
         ch = self._channels.get(channel)
         return len(ch.subscribers) if ch is not None else 0
 
+    def subscriber_total(self) -> int:
+        return sum(len(ch.subscribers) for ch in self._channels.values())
+
     def subscribers(self, channel: str) -> list[Subscriber]:
         """The channel's live subscribers, in the order they joined."""
         ch = self._channels.get(channel)
@@ -182,6 +187,7 @@ class MemoryEngine(Engine):
         self._seq = seq
         encoded = EncodedEvent(channel, seq, event_id, raw)
         self._store(ch, encoded)
+        self.published += 1
         if ch.subscribers:
             self._fan_out(ch, encoded)
         for joining in ch.joining:
@@ -218,6 +224,7 @@ class MemoryEngine(Engine):
 
     def _fan_out(self, ch: _Channel, event: EncodedEvent) -> None:
         over = [sub for sub in ch.subscribers if not sub.deliver(event)]
+        self.delivered += len(ch.subscribers) - len(over)
         for sub in over:
             ch.subscribers.pop(sub, None)
             self.dropped += 1

@@ -7,6 +7,8 @@ Handlers are module-level and find the channel engine in ``request.app.state``.
 
 from __future__ import annotations
 
+import time
+
 from html_stream.demo import FAVICON_SVG, REGIONS, dashboard_page, suspense_page
 
 from ..app import (
@@ -21,13 +23,17 @@ from ..app import (
     StreamingResponse,
 )
 from ..channels import ChannelLimitError, Engine, EventTooLargeError, MemoryEngine
+from ..clients import TokenBuckets, client_key, retry_after
 from ..config import Config
 from ..html import stream_page
+from ..middleware.auth import AUTH_STATE_KEY, Authenticator, ChannelAuth, install_auth
+from ..middleware.cors import cors
 from ..sse import encode_event
 from ..sse.streams import SSE_HEADERS, ChannelStream
 from ..untrusted import BadInteger, parse_int
 from . import pages
 from .chat import install_chat
+from .status import status_events, status_page
 
 __all__ = ["create_app", "Firehose"]
 
@@ -105,7 +111,7 @@ async def _subscribe(request: Request, channels: list[str], *, tag_channels: boo
 
 
 async def index(request: Request) -> HTMLResponse:
-    return HTMLResponse(pages.INDEX)
+    return HTMLResponse(pages.INDEX, headers=pages.PAGE_HEADERS)
 
 
 async def favicon(request: Request) -> Response:
@@ -116,8 +122,25 @@ async def healthz(request: Request) -> PlainTextResponse:
     return PlainTextResponse("ok\n")
 
 
+def _auth(request: Request) -> ChannelAuth | None:
+    assert request.app is not None
+    auth: ChannelAuth | None = request.app.state.get(AUTH_STATE_KEY)
+    return auth
+
+
+async def _authorized_subscribe(request: Request, channels: list[str], *, tag_channels: bool) -> ChannelStream:
+    """Subscribe after the auth check (when auth is on); the stream ends when its token does."""
+    auth = _auth(request)
+    if auth is None:
+        return await _subscribe(request, channels, tag_channels=tag_channels)
+    principal = await auth.check_subscribe(request, channels)
+    stream = await _subscribe(request, channels, tag_channels=tag_channels)
+    auth.end_at_expiry(stream, principal)
+    return stream
+
+
 async def subscribe(request: Request) -> ChannelStream:
-    return await _subscribe(request, [_channel_name(request.path_params["name"])], tag_channels=False)
+    return await _authorized_subscribe(request, [_channel_name(request.path_params["name"])], tag_channels=False)
 
 
 async def subscribe_many(request: Request) -> ChannelStream:
@@ -129,11 +152,27 @@ async def subscribe_many(request: Request) -> ChannelStream:
         raise HTTPError(400, "name at least one channel: /events?channel=a&channel=b")
     if len(names) > limit:
         raise HTTPError(400, f"at most {limit} channels on one stream")
-    return await _subscribe(request, [_channel_name(n) for n in names], tag_channels=True)
+    return await _authorized_subscribe(request, [_channel_name(n) for n in names], tag_channels=True)
+
+
+def _check_publish_rate(request: Request) -> None:
+    """429 with Retry-After for a client publishing faster than --publish-rate allows."""
+    assert request.app is not None
+    buckets: TokenBuckets | None = request.app.state["publish_rate"]
+    key = client_key(request)
+    if buckets is None or key is None:
+        return
+    wait = buckets.take(key, time.monotonic())
+    if wait:
+        raise HTTPError(429, "publishing too fast; slow down", [("Retry-After", retry_after(wait))])
 
 
 async def publish(request: Request) -> JSONResponse:
     name = _channel_name(request.path_params["name"])
+    auth = _auth(request)
+    if auth is not None:
+        await auth.check_publish(request, name)
+    _check_publish_rate(request)
     event = request.query_param("event") or None
     try:
         result = await _engine(request).publish(name, await request.text(), event=event)
@@ -161,25 +200,39 @@ async def suspense(request: Request) -> Response | StreamingResponse:
         raise HTTPError(400, shape) from None
     if not 1 <= len(delays) <= _MAX_SUSPENSE_BOUNDARIES:
         raise HTTPError(400, shape)
-    return await stream_page(request, suspense_page(delays), csp=True)
+    return await stream_page(request, suspense_page(delays), csp=True, headers=pages.PAGE_HEADERS)
 
 
 async def dashboard(request: Request) -> Response | StreamingResponse:
     region = request.query_param("region", "") or None  # "" is the form's "All"
     if region is not None and region not in REGIONS:
         raise HTTPError(400, f"region: one of {', '.join(REGIONS)}, or empty for all")
-    return await stream_page(request, dashboard_page(region=region), csp=True, deadline_s=10)
+    return await stream_page(request, dashboard_page(region=region), csp=True, deadline_s=10,
+                             headers=pages.PAGE_HEADERS)
 
 
 async def live(request: Request) -> HTMLResponse:
-    return HTMLResponse(pages.LIVE)
+    return HTMLResponse(pages.LIVE, headers=pages.PAGE_HEADERS)
 
 
-def create_app(config: Config | None = None, engine: Engine | None = None) -> App:
-    """The demo app for ``config``; channels live in ``engine`` (in memory by default)."""
+def create_app(
+    config: Config | None = None, engine: Engine | None = None, *, authenticate: Authenticator | None = None,
+) -> App:
+    """The demo app for ``config``; channels live in ``engine`` (in memory by default).
+
+    ``authenticate`` is the application's own scheme for channel access (see
+    middleware/auth.py); without it ``config.jwt_secret_env`` turns on tokens.
+    Raises ValueError when an environment variable the config names is unset.
+    """
     config = config or Config()
     app = App()
+    if config.cors_origins:
+        app.add_middleware(cors(config.cors_origins))  # outermost: a preflight carries no credentials
+    install_auth(app, config, authenticate)
     app.state["config"] = config
+    app.state["publish_rate"] = (
+        TokenBuckets(config.publish_rate, config.publish_burst) if config.publish_rate > 0 else None
+    )
     app.state["engine"] = engine or MemoryEngine(
         config.history_size, config.max_channels, history_bytes=config.history_bytes,
         history_total_bytes=config.history_total_bytes, max_event_bytes=config.max_event_bytes,
@@ -195,5 +248,7 @@ def create_app(config: Config | None = None, engine: Engine | None = None) -> Ap
     app.add_route("/suspense", suspense)
     app.add_route("/dashboard", dashboard)
     app.add_route("/live", live)
+    app.add_route("/status", status_page)
+    app.add_route("/status/events", status_events)
     install_chat(app, config)  # /v1/chat/completions, /v1/models, /chat, /chat/stream(s)
     return app

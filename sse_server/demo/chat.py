@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from ..ai import install_llm
 from ..app import App, HTMLResponse, Request
+from .pages import PAGE_HEADERS
 
 if TYPE_CHECKING:
     from ..config import Config
@@ -248,6 +249,6 @@ def install_chat(app: App, config: Config) -> None:
     install_llm(app, config)
 
     async def chat_page(request: Request) -> HTMLResponse:
-        return HTMLResponse(CHAT_PAGE)
+        return HTMLResponse(CHAT_PAGE, headers=PAGE_HEADERS)
 
     app.add_route("/chat", chat_page)

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-__all__ = ["INDEX", "LIVE"]
+__all__ = ["INDEX", "LIVE", "PAGE_HEADERS"]
+
+# Sent with every demo page (not with API answers, which stay lean): no MIME sniffing
+# of what we label, and no page URL (it may name a private channel or carry a token
+# in its query) in the Referer of requests to other origins.
+PAGE_HEADERS = (("X-Content-Type-Options", "nosniff"), ("Referrer-Policy", "same-origin"))
 
 _ICON = '<link rel="icon" href="/favicon.svg" type="image/svg+xml">'
 _NAV = '<nav><a href="/">← Demo index</a></nav>'
@@ -28,6 +33,8 @@ INDEX = f"""<!doctype html>
 <li><a href="/dashboard">Dashboard</a>: panels stream in at different times; two panels fail on purpose.</li>
 <li><a href="/firehose?n=20&amp;size=16">Firehose</a>: an event stream as fast as you read it.</li>
 <li><a href="/v1/models">/v1/models</a>, <code>POST /v1/chat/completions</code>: an OpenAI-compatible API.</li>
+<li><a href="/status">Server status</a>: this server's own figures, charted live over SSE
+(also <a href="/metrics">/metrics</a> for Prometheus).</li>
 <li><a href="/healthz">/healthz</a></li>
 </ul>
 <p class="muted">Publish from a shell:

@@ -70,7 +70,7 @@ def _encode_item(item: Event | str | bytes | dict[str, Any]) -> bytes:
 class SSEStream(StreamingResponse):
     """What every SSE response shares: headers, the retry hint, heartbeats, shutdown."""
 
-    __slots__ = ("heartbeat_s", "retry_ms", "sink", "last_write")
+    __slots__ = ("heartbeat_s", "retry_ms", "sink", "last_write", "wrote")
     media_type = SSE_HEADERS[0][1]
 
     def __init__(
@@ -85,7 +85,8 @@ class SSEStream(StreamingResponse):
         self.heartbeat_s = heartbeat_s  # None: the server's --heartbeat
         self.retry_ms = retry_ms  # None: the server's --retry-ms
         self.sink: Sink | None = None
-        self.last_write = 0.0
+        self.last_write = 0.0  # loop time of the last write, as the heartbeat timer last saw it
+        self.wrote = False  # written since the heartbeat timer last looked: a flag, not a clock read per event
 
     def _open(self, sink: Sink) -> Heartbeats:
         """Start writing: the retry hint, and a place among the shared heartbeats."""
@@ -131,11 +132,11 @@ class EventStream(SSEStream):
 
     async def stream(self, sink: Sink) -> None:
         heartbeats = self._open(sink)
-        loop = asyncio.get_running_loop()
         try:
             async for item in self.source:
                 sink.write(_encode_item(item))
-                self.last_write = loop.time()
+                self.events += 1
+                self.wrote = True
                 await sink.drain()
         finally:
             heartbeats.remove(self)
@@ -170,8 +171,10 @@ class ChannelStream(SSEStream):
     __slots__ = (
         "engine", "subscription", "tag_channels", "budget_bytes", "_pending", "_pending_bytes",
         "_live", "_ended", "_dropped", "_loop", "_heartbeats", "_budget",
+        "__weakref__",  # the auth expiry timer holds streams weakly (middleware/auth.py)
     )
     cut_in_band = True
+    kind = "channel"
 
     def __init__(
         self,
@@ -252,11 +255,12 @@ class ChannelStream(SSEStream):
             return True
         sink = self.sink
         assert sink is not None
-        if sink.is_closing():
+        unsent = sink.deliver(_tagged(event) if self.tag_channels else event)
+        if unsent < 0:
             return True  # the connection is ending; its close hook unsubscribes us
-        sink.deliver(_tagged(event) if self.tag_channels else event)
-        self.last_write = self._loop.time()
-        if sink.buffered_bytes() - len(event.raw) > self._budget:
+        self.events += 1
+        self.wrote = True
+        if unsent - len(event.raw) > self._budget:
             # Too far behind to catch up live: drop it now; it resumes from history.
             # The event just written does not count, so one as large as the budget
             # never costs a subscriber that is keeping up its connection.
@@ -301,6 +305,7 @@ class ChannelStream(SSEStream):
         replay, sub.replay = sub.replay, ()
         for event in replay:
             sink.deliver(_tagged(event) if tag else event)
+            self.events += 1
             await sink.drain()
         while self._pending:
             if self._dropped:
@@ -308,9 +313,10 @@ class ChannelStream(SSEStream):
             event = self._pending.popleft()
             self._pending_bytes -= len(event.raw)
             sink.deliver(_tagged(event) if tag else event)
+            self.events += 1
             await sink.drain()
         self._pending = None
-        self.last_write = self._loop.time()
+        self.wrote = True
         self._live = True  # no await since the queue was seen empty: nothing is skipped
 
     def _leave(self) -> None:
@@ -333,6 +339,7 @@ class Heartbeats:
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
+        self.sent = 0  # heartbeats written, for metrics
         self._groups: dict[float, dict[SSEStream, None]] = {}
         self._timers: dict[float, asyncio.TimerHandle] = {}
         self._interval_of: dict[SSEStream, float] = {}
@@ -370,9 +377,12 @@ class Heartbeats:
             return
         now = self.loop.time()
         for stream in group:
-            if now - stream.last_write >= interval_s:
+            if stream.wrote:  # streams mark writes with a flag; the clock is read here, once per tick
+                stream.wrote = False
+                stream.last_write = now
+            elif now - stream.last_write >= interval_s:
                 sink = stream.sink
-                if sink is not None and not sink.is_closing():
-                    sink.deliver(HEARTBEAT)
+                if sink is not None and sink.deliver(HEARTBEAT) >= 0:  # -1: a closing connection
+                    self.sent += 1
                 stream.last_write = now
         self._schedule(interval_s)

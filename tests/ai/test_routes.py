@@ -18,6 +18,7 @@ from tests.ai.helpers import (
     MESSAGES,
     PROMPT,
     Serve,
+    fake_upstream,
     llm_config,
     read_events,
     sdk,
@@ -201,3 +202,38 @@ async def test_relay_needs_a_model_name(serve: Serve) -> None:
         response = await http.get("/chat/stream", params={"prompt": PROMPT})
     assert response.status_code == 400 and response.json()["error"]["param"] == "model"
     assert service(upstream).stats.started == 0
+
+
+async def test_relay_paths_cannot_climb_out_of_the_base_path(serve: Serve) -> None:
+    """A model named ".." in any spelling never reaches the upstream; other names arrive encoded as one segment."""
+    seen: list[bytes] = []
+
+    async def record(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        seen.append(head.split(b"\r\n", 1)[0])
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}")
+        await writer.drain()
+
+    async with fake_upstream(record, read_request=False) as url:
+        relay = await serve(upstream_url=url)
+        async with httpx.AsyncClient(base_url=relay.url) as http:
+            climbs = [await http.get(path) for path in ("/v1/models/%2e%2e", "/v1/models/%2E", "/v1/models/..%2f")]
+            named = await http.get("/v1/models/a%2f..%2fb")
+    assert [r.status_code for r in climbs[:2]] == [404, 404]
+    assert all(r.json()["error"]["code"] == "model_not_found" for r in climbs[:2])
+    assert named.status_code == 200 and seen[-1] == b"GET /v1/models/a%2F..%2Fb HTTP/1.1"
+    assert not any(b"/models/.. " in line or b"/models/. " in line for line in seen), seen
+
+
+async def test_relay_errors_name_no_upstream_address(serve: Serve, caplog: pytest.LogCaptureFixture) -> None:
+    """An unreachable upstream is a 502 whose body says what failed but not where; the log has the address."""
+    async with fake_upstream(lambda r, w: asyncio.sleep(0)) as url:
+        port = url.rsplit(":", 1)[1].split("/")[0]
+    relay = await serve(upstream_url=url)  # nobody listens there any more
+    async with httpx.AsyncClient(base_url=relay.url) as http:
+        answers = [await http.get("/v1/models"),
+                   await http.post("/v1/chat/completions", json={"model": MOCK_MODEL, "messages": MESSAGES})]
+    for answer in answers:
+        assert answer.status_code == 502 and answer.json()["error"]["code"] == "upstream_unreachable"
+        assert "127.0.0.1" not in answer.text and port not in answer.text, answer.text
+    assert any(port in r.getMessage() for r in caplog.records)

@@ -11,7 +11,7 @@ import pytest
 from sse_server.demo import create_app
 
 VIEWPORTS = {"desktop": {"width": 1280, "height": 800}, "phone": {"width": 390, "height": 844}}
-PAGES = ["/", "/live", "/chat", "/suspense?delays=300,100,200,50,250,150", "/dashboard"]
+PAGES = ["/", "/live", "/chat", "/status", "/suspense?delays=300,100,200,50,250,150", "/dashboard"]
 MAX_CLS = 0.01
 
 # Sums layout shifts not caused by input (the CLS definition) from the first paint on.
