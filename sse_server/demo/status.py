@@ -90,7 +90,7 @@ h1 { font-size: 1.3rem; margin: .25rem 0 .5rem; } .muted { color: #666; font-siz
 svg { width: 100%; height: 48px; display: block; }
 polyline { fill: none; stroke: #0b57d0; stroke-width: 1.5; vector-effect: non-scaling-stroke; }
 .area { fill: #0b57d022; stroke: none; }
-#state { font-weight: 600; }
+#state { font-weight: 600; display: inline-block; min-width: 7.5em; }  /* its words change: the line must not reflow */
 </style></head>
 <body>
 <nav><a href="/">← Demo index</a></nav>

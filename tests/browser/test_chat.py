@@ -87,7 +87,9 @@ def test_chat_renders_code_fences_and_inline_code_as_text(page: Any, live_server
     expected = answer(prompt)
     assert "```python" in expected and "<code>" in expected
     st = live_server(create_app, model_first_token_ms=10, model_tokens_per_s=1000)
-    ask(page, st.url, prompt)
+    page.goto(st.url + "/chat")
+    page.fill("#prompt", prompt)
+    page.click("#send")  # the whole answer may arrive before "streaming" could be seen
     page.wait_for_function("document.body.dataset.streamState === 'done'", timeout=20_000)
     assert assistant_text(page) == expected
     fence = expected.split("```python\n")[1].split("```")[0].rstrip("\n")
