@@ -125,6 +125,10 @@ class Outcome:
     streamed: bool
     completed: bool  # False: the client left or the stream failed before its end
     events: int = 0  # events a stream sent (SSE streams count theirs; heartbeats excluded)
+    method: str = ""  # the request's method, so a callback need not hold the request
+
+
+FinishCallbacks = Callable[[Outcome], None] | list[Callable[[Outcome], None]] | None
 
 
 class Request:
@@ -172,7 +176,7 @@ class Request:
         self._read_body = read_body
         self._body: bytes | None = None
         self._query: dict[str, list[str]] | None = None
-        self._on_finish: list[Callable[[Outcome], None]] | None = None
+        self._on_finish: FinishCallbacks = None
 
     @property
     def query(self) -> dict[str, list[str]]:
@@ -206,9 +210,15 @@ class Request:
 
     def on_finish(self, callback: Callable[[Outcome], None]) -> None:
         """Call ``callback(outcome)`` once the response has ended, streams included."""
-        if self._on_finish is None:
-            self._on_finish = []
-        self._on_finish.append(callback)
+        # One callback is kept as itself, more in a list: an idle subscriber that the
+        # metrics want to hear about when it ends holds no list for it.
+        current = self._on_finish
+        if current is None:
+            self._on_finish = callback
+        elif isinstance(current, list):
+            current.append(callback)
+        else:
+            self._on_finish = [current, callback]
 
     @property
     def wants_outcome(self) -> bool:
@@ -220,15 +230,17 @@ class Request:
         callbacks, self._on_finish = self._on_finish, None
         run_finish_callbacks(callbacks, outcome)
 
-    def take_finish_callbacks(self) -> list[Callable[[Outcome], None]] | None:
+    def take_finish_callbacks(self) -> FinishCallbacks:
         """Hand the ``on_finish`` callbacks to whoever outlives this request (a detached
         stream keeps only them, not the request with its headers)."""
         callbacks, self._on_finish = self._on_finish, None
         return callbacks
 
 
-def run_finish_callbacks(callbacks: list[Callable[[Outcome], None]] | None, outcome: Outcome) -> None:
-    for callback in callbacks or ():
+def run_finish_callbacks(callbacks: FinishCallbacks, outcome: Outcome) -> None:
+    if callbacks is None:
+        return
+    for callback in callbacks if isinstance(callbacks, list) else (callbacks,):
         try:
             callback(outcome)
         except Exception:

@@ -49,6 +49,7 @@ from typing import TYPE_CHECKING, Protocol
 from .app import (
     AnyResponse,
     App,
+    FinishCallbacks,
     Headers,
     Outcome,
     Request,
@@ -586,6 +587,10 @@ class Connection(asyncio.Protocol):
         self._closing = True
         self.transport.abort()
 
+    def release_head(self) -> None:
+        """A detached stream needs its request head no more (it is answered, its body read)."""
+        self._head = None
+
     def stream_done(self, exchange: Exchange) -> None:
         """A streaming response ended; serve the next request or close."""
         self.stream = None
@@ -607,7 +612,7 @@ class Exchange:
     """
 
     __slots__ = (
-        "conn", "transport", "request", "head_only", "http_version", "started", "status", "chunked",
+        "conn", "transport", "request", "method", "http_version", "started", "status", "chunked",
         "filters", "body_bytes", "response", "on_close", "_done", "_on_finish",
     )
 
@@ -615,7 +620,7 @@ class Exchange:
         self.conn = conn
         self.transport = conn.transport
         self.request: Request | None = request  # kept past the head only if it wants the outcome
-        self.head_only = request.method == "HEAD"
+        self.method = request.method
         self.http_version = request.http_version
         self.started = time.perf_counter()
         self.status = 0  # 0 until a head went out
@@ -625,7 +630,7 @@ class Exchange:
         self.response: StreamingResponse | None = None
         self.on_close: Callable[[], None] | None = None  # set by detach()
         self._done = False
-        self._on_finish: list[Callable[[Outcome], None]] | None = None  # taken from the request by detach()
+        self._on_finish: FinishCallbacks = None  # taken from the request by detach()
 
     # -- plain responses ------------------------------------------------------------
 
@@ -636,7 +641,7 @@ class Exchange:
         if status >= 200 and status not in (204, 304):
             headers.append(("Content-Length", str(len(response.body))))
         data = encode_response_head(status, headers)
-        if not self.head_only and status not in (204, 304):
+        if self.method != "HEAD" and status not in (204, 304):
             data += response.body
             self.body_bytes = len(response.body)
         self.transport.write(data)
@@ -661,7 +666,7 @@ class Exchange:
         self.transport.write(encode_response_head(response.status, headers))
         self.status = response.status
         conn._answered = True
-        if self.head_only:
+        if self.method == "HEAD":
             self.closed(completed=True)
             return
         self.response = response
@@ -729,7 +734,7 @@ class Exchange:
         if request is not None or callbacks:
             outcome = Outcome(
                 self.status, self.body_bytes, time.perf_counter() - self.started, response is not None, completed,
-                response.events if response is not None else 0,
+                response.events if response is not None else 0, self.method,
             )
             if request is not None:
                 request.finished(outcome)
@@ -802,6 +807,7 @@ class Exchange:
             # An idle subscriber holds no request: only the callbacks waiting for its
             # outcome (which keep what they need of it, e.g. the access log's fields).
             self._on_finish = request.take_finish_callbacks()
+        self.conn.release_head()  # nor the request head and its header list
 
     def finish(self) -> None:
         """End a detached stream cleanly; the connection then serves its next request."""

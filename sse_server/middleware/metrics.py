@@ -76,15 +76,16 @@ class Metrics:
         self.stream_duration = Histogram(STREAM_BUCKETS_S)
         self.finished_bytes = 0  # body bytes of responses that have ended
         self._bytes_reported = 0
+        self._observer = self._observe
 
     async def __call__(self, request: Request, call_next: Handler) -> AnyResponse:
-        method = request.method if request.method in _METHODS else "other"
-        request.on_finish(lambda outcome: self._observe(method, outcome))
+        request.on_finish(self._observer)  # bound once: nothing allocated per request or per stream
         if request.path == METRICS_PATH and request.method in ("GET", "HEAD"):
             return self.scrape(request)
         return await call_next(request)
 
-    def _observe(self, method: str, outcome: Outcome) -> None:
+    def _observe(self, outcome: Outcome) -> None:
+        method = outcome.method if outcome.method in _METHODS else "other"
         key = (method, outcome.status)
         requests = self.requests
         requests[key] = requests.get(key, 0) + 1
