@@ -16,18 +16,26 @@
             await send(chunk)               # before it means "answer 500"
 
 Strategies (same page code, same final DOM): "stream" sends the shell at once with
-fallbacks, then each boundary as it completes, swapped in by a 400-byte inline
-script; "in_order" waits for each boundary where it stands (no script); "buffer"
+fallbacks, then each boundary as it completes (those that complete together share
+one chunk), swapped in by a 400-byte inline script; "in_order" waits for each
+boundary where it stands (no script); "buffer"
 sends the whole page as one chunk. Crawlers and HTTP/1.0 clients get "buffer" from
 choose_strategy. Boundary errors and timeouts render an error fallback showing a
 digest that is also logged (logger "html_stream"), never a traceback.
 
 Where boundaries may stand, and what their fallbacks must be there (elements such
 as <tr> inside <tbody>, carrying aria-busy themselves): see placement.py.
-Known limits: scripts inside streamed content do not run (they arrive in a
-<template>); a boundary's content must be valid where the boundary stands.
+Scripts inside a boundary's content run once, when it is swapped in (stream: the
+runtime inserts a copy of the <template>'s content, whose scripts run and carry
+the nonce; in_order/buffer: where the parser meets them). Known limit: a
+boundary's content must be valid where the boundary stands.
 
-Modules: markup (Markup, escaping, h/tags), render (Suspense, Document, render),
+A str is data everywhere: <script>/<style> take Markup only (in <svg>/<math> a str
+in <style> is escaped as text), and attributes follow one table (attributes.py):
+on*, srcdoc, script src, base href take Markup; URL attributes neutralise
+javascript:; SVG animation values take the kind of the attribute they set.
+
+Modules: markup (Markup, escaping, h/tags), attributes (the attribute policy), render (Suspense, Document, render),
 placement (where a boundary may stand), runtime (the swap script), policy
 (choose_strategy), demo (example pages).
 """

@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from functools import lru_cache, partial
 from json import dumps
-from typing import TYPE_CHECKING, Protocol, TypeAlias
+from typing import TYPE_CHECKING, Final, Protocol, TypeAlias
+
+from .attributes import CHECKED_NAMES, UNSAFE_URL, attr_kind, unsafe_url
 
 if TYPE_CHECKING:  # render.py imports this module; only the type is needed here
     from .render import Suspense
@@ -192,13 +193,109 @@ def attr_key(name: str) -> str:
     return _known_key(name, _ATTR_KEYS, validate_attr_name)
 
 
-@dataclass(frozen=True, slots=True)
 class Element:
-    """One HTML element. Build it with `h()` or `tags`, which validate and flatten."""
+    """One HTML element. Build it with `h()` or `tags`, which validate and flatten.
 
-    tag: str
-    attrs: tuple[tuple[str, AttrValue], ...] = ()
-    children: tuple[Node, ...] = ()
+    Immutable by contract (the fields are Final), so a tree can be built once and
+    rendered any number of times. `html` is the element already written out, when
+    h() could do it once for every render (see _compile); the writer then appends
+    it instead of walking the tree. A plain class with slots: a frozen dataclass
+    costs four times as much to build, and pages build thousands.
+    """
+
+    __slots__ = ("attrs", "children", "html", "tag")
+
+    def __init__(
+        self,
+        tag: str,
+        attrs: tuple[tuple[str, AttrValue], ...] = (),
+        children: tuple[Node, ...] = (),
+        html: str | None = None,
+    ) -> None:
+        self.tag: Final = tag
+        self.attrs: Final = attrs
+        self.children: Final = children
+        self.html: Final = html
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not Element:
+            return NotImplemented
+        return (self.tag, self.attrs, self.children) == (other.tag, other.attrs, other.children)
+
+    def __hash__(self) -> int:
+        return hash((self.tag, self.attrs, self.children))
+
+    def __repr__(self) -> str:
+        return f"Element(tag={self.tag!r}, attrs={self.attrs!r}, children={self.children!r})"
+
+
+# Elements h() never writes ahead: their bytes depend on where they stand or on the
+# render (raw text is checked on joined text; <svg>/<math> switch the parser to
+# foreign content; <script>, <style> and stylesheet <link> get the render's nonce).
+_NOT_COMPILED = RAW_TEXT_ELEMENTS | {"svg", "math", "plaintext", "link", "script", "style"}
+LEADING_NEWLINE = frozenset({"pre", "listing", "textarea"})  # the parser drops one LF after the start tag
+
+
+def _start_attr(key: str, name: str, value: AttrValue) -> str | None:
+    # One attribute as render.py's writer writes it in a start tag, or None when
+    # only the writer may write it (Markup values, and values it refuses).
+    if type(value) is str:
+        lowered = _ATTR_KEYS.get(name) or attr_key(name)
+        if lowered[:2] == "on" or lowered in CHECKED_NAMES:
+            kind = attr_kind(key, lowered)
+            if kind != "url":
+                return None
+            if unsafe_url(value, key):
+                value = UNSAFE_URL
+        return f' {name}="{escape_attr(value)}"'
+    if value is True:
+        return " " + name
+    return None
+
+
+def _write_ahead(parts: list[str], nodes: list[Node], first: int) -> list[str] | None:
+    # Adds what the writer would write for nodes[first:] to `parts`, or None if one
+    # of them needs the writer (a boundary, an element not written ahead, ...).
+    for child in nodes[first:]:
+        cls = type(child)
+        if cls is str:
+            parts.append(_escape_text(child))  # type: ignore[arg-type]
+        elif cls is Element:
+            written = child.html  # type: ignore[union-attr]
+            if written is None:
+                return None
+            parts.append(written)
+        elif cls is Markup:
+            parts.append(child)  # type: ignore[arg-type]
+        else:
+            return None
+    return parts
+
+
+# Attribute names already validated whose value is plain data on any element (not
+# on*, not a URL, not HTML): h() writes them with no further look. Capped like _TAG_KEYS.
+_PLAIN_NAMES: set[str] = set()
+# Escaped attribute values seen before (short ones only): class names and the like
+# repeat on every render. Capped, so untrusted values cannot grow it without limit.
+_ESCAPED_ATTRS: dict[str, str] = {}
+_MAX_ESCAPED = 4096
+
+
+def _escaped_attr(value: str) -> str:
+    escaped = _ESCAPED_ATTRS.get(value)
+    if escaped is None:
+        escaped = escape_attr(value)
+        if len(value) <= 64 and len(_ESCAPED_ATTRS) < _MAX_ESCAPED:
+            _ESCAPED_ATTRS[value] = escaped
+    return escaped
+
+
+def _plain_name(name: str) -> bool:
+    lowered = _ATTR_KEYS.get(name) or attr_key(name)  # validates
+    plain = lowered[:2] != "on" and lowered not in CHECKED_NAMES
+    if plain and len(_PLAIN_NAMES) < _MAX_KNOWN_NAMES:
+        _PLAIN_NAMES.add(name)
+    return plain
 
 
 def flatten(node: Node) -> list[Node]:
@@ -260,24 +357,40 @@ def h(tag: str, attrs: Mapping[str, AttrValue] | Node = None, /, *children: Node
     children. Raises MarkupError for invalid tag or attribute names.
     """
     key = _TAG_KEYS.get(tag) or tag_key(tag)
-    # `type(attrs) is dict` first: the Mapping ABC check is slow and a dict is common.
-    if attrs is not None and type(attrs) is not dict and not isinstance(attrs, Mapping):
-        children = (attrs, *children)
-        attrs = None
+    # Exact types first: the Mapping ABC check is slow, and a dict, a str or an
+    # Element (text or a child in the attrs place) are what pages pass.
+    if attrs is not None:
+        given = type(attrs)
+        if given is not dict and (given is str or given is Element or not isinstance(attrs, Mapping)):
+            children = (attrs, *children)
+            attrs = None
+    mapping: Mapping[str, AttrValue] | None = attrs  # type: ignore[assignment]  # narrowed above, by exact type
+    # `start` is the start tag written once here (None: the writer will write it).
+    start: str | None = None if key in _NOT_COMPILED else "<" + tag
     pairs: tuple[tuple[str, AttrValue], ...] = ()
-    if kw or (attrs and type(attrs) is not dict):
+    if kw or (mapping and type(mapping) is not dict):
         merged: dict[str, AttrValue] = {}
-        if attrs:
-            for name, value in attrs.items():
+        if mapping:
+            for name, value in mapping.items():
                 merged[validate_attr_name(name)] = _attr_value(value)
         for name, value in kw.items():
             merged[validate_attr_name(_attr_key(name))] = _attr_value(value)
         pairs = tuple((k, v) for k, v in merged.items() if v is not None and v is not False)
-    elif attrs:
+        for name, value in pairs:
+            if start is None:
+                break
+            more = _start_attr(key, name, value)
+            start = None if more is None else start + more
+    elif mapping:
         # Fast path: a plain dict's keys are already unique, so no merge dict is
-        # needed, and a str value needs no conversion.
-        kept = []
-        for name, value in attrs.items():
+        # needed, and a str value under a known plain name needs no conversion or check.
+        kept: list[tuple[str, AttrValue]] = []
+        for name, value in mapping.items():
+            if type(value) is str and (name in _PLAIN_NAMES or _plain_name(name)):
+                kept.append((name, value))
+                if start is not None:
+                    start += f' {name}="{_ESCAPED_ATTRS.get(value) or _escaped_attr(value)}"'
+                continue
             if name not in _ATTR_KEYS:
                 attr_key(name)
             if type(value) is not str:
@@ -285,15 +398,48 @@ def h(tag: str, attrs: Mapping[str, AttrValue] | Node = None, /, *children: Node
                 if value is None or value is False:
                     continue
             kept.append((name, value))
+            if start is not None:
+                more = _start_attr(key, name, value)
+                start = None if more is None else start + more
         pairs = tuple(kept)
     flat: tuple[Node, ...] = ()
     if children:
+        # Flatten and write ahead in one pass; `parts` is None once a child needs the writer.
         out: list[Node] = []
-        _flatten_into(children, out)
+        parts: list[str] | None = None if start is None else [start, ">"]
+        for child in children:  # one level by hand: most children are str or Element
+            cls = type(child)
+            if cls is str:
+                out.append(child)
+                if parts is not None:
+                    parts.append(_escape_text(child))  # type: ignore[arg-type]
+            elif cls is Element:
+                out.append(child)
+                if parts is not None:
+                    written = child.html  # type: ignore[union-attr]
+                    if written is None:
+                        parts = None
+                    else:
+                        parts.append(written)
+            else:
+                first = len(out)
+                _flatten_into(child, out)
+                if parts is not None:
+                    parts = _write_ahead(parts, out, first)
         flat = tuple(out)
-    if flat and key in VOID_ELEMENTS:
-        raise MarkupError(f"<{tag}> is a void element and takes no children")
-    return Element(tag, pairs, flat)
+        if key in VOID_ELEMENTS:
+            raise MarkupError(f"<{tag}> is a void element and takes no children")
+        html = None
+        if parts is not None:
+            if flat and key in LEADING_NEWLINE and isinstance(flat[0], str) and flat[0][:1] == "\n":
+                parts.insert(2, "\n")
+            parts.append(f"</{tag}>")
+            html = "".join(parts)
+    elif start is None:
+        html = None
+    else:
+        html = start + ">" if key in VOID_ELEMENTS else f"{start}></{tag}>"
+    return Element(tag, pairs, flat, html)
 
 
 class _Tags:

@@ -8,9 +8,13 @@
 # that every task's timeout is capped at). Strategies differ only in how slots are
 # emitted:
 # - stream: a slot still pending becomes a placeholder (runtime.py). Settled
-#   boundaries whose placeholder is out are flushed in settle order, one chunk each:
-#   <template>parts</template><script>$HS(id)</script>. A boundary that settles
-#   before its parent is flushed is inlined into the parent's chunk.
+#   boundaries whose placeholder is out are flushed in settle order, each as
+#   <template>parts</template><script>$HS(id)</script>; those that settled while the
+#   previous chunk was out share the next chunk (none waits for another). A boundary
+#   that settles before its parent is flushed is inlined into the parent's chunk.
+# Static elements arrive already written (Element.html, from h()), so the writer
+# appends them; a boundary whose fallback or content is one such element skips the
+# writer altogether.
 # - in_order: each pending slot is awaited where it stands; each wait is a flush.
 # - buffer: as in_order, one chunk at the end (send it with Content-Length).
 # The shell is built inside the first __anext__, so its errors raise before any byte.
@@ -24,14 +28,18 @@ import inspect
 import logging
 import time
 import traceback
+from collections import deque
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Mapping
 from contextlib import aclosing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from types import CoroutineType
 from typing import Literal, TypeAlias, cast
 
+from .attributes import ANIMATION_ELEMENTS, ANIMATION_VALUES, CHECKED_NAMES, UNSAFE_URL, attr_kind, unsafe_url
 from .markup import (
     _ATTR_KEYS,
     _TAG_KEYS,
+    LEADING_NEWLINE,
     RAW_TEXT_ELEMENTS,
     VOID_ELEMENTS,
     AttrValue,
@@ -48,6 +56,8 @@ from .markup import (
 )
 from .placement import (
     NO_WRAPPER_PARENTS,
+    ROOTS_ALLOWED,
+    TEXT_REFUSED_PARENTS,
     BoundaryPlacementError,
     banned_inside,
     check_roots,
@@ -107,6 +117,11 @@ class Suspense:
     may not hold a boundary. `error` is nodes or a function of BoundaryFailure; it
     replaces the content after an exception or a timeout (default: a short message
     with the digest). `timeout_s` counts from when this boundary's work starts.
+
+    So that the page does not jump when the content arrives, give the fallback the
+    content's box: the same elements and classes with placeholder text of the same
+    length, or a CSS min-height on a wrapper (html_stream/demo.py does both; an
+    inline style= would be refused by a strict CSP, so use classes).
     """
 
     content: Content
@@ -143,33 +158,52 @@ Page: TypeAlias = "_PageValue | Callable[[], _PageValue | Awaitable[_PageValue]]
 """A Document or any nodes, or a (coroutine) function returning one, or an awaitable of one."""
 
 
-@dataclass(slots=True, eq=False)
 class _Boundary:
-    id: int
-    spec: Suspense
-    parent_tag: str  # the element the boundary's nodes will be children of
-    fallback: str
-    task: asyncio.Task[None] | None = None
-    parts: list[_Part] | None = None  # set once settled
-    children: list[_Boundary] = field(default_factory=list)
-    placed: bool = False  # stream: its placeholder has been emitted
-    flushed: bool = False  # stream: its parts have been emitted
+    """One boundary of one render (a plain class: a page starts many)."""
+
+    __slots__ = ("children", "fallback", "flushed", "id", "parent_tag", "parts", "placed", "spec", "task")
+
+    def __init__(self, boundary_id: int, spec: Suspense, parent_tag: str, fallback: str) -> None:
+        self.id = boundary_id
+        self.spec = spec
+        self.parent_tag = parent_tag  # the element the boundary's nodes will be children of
+        self.fallback = fallback
+        self.task: asyncio.Task[None] | None = None
+        self.parts: list[_Part] | None = None  # set once settled
+        self.children: list[_Boundary] = []
+        self.placed = False  # stream: its placeholder has been emitted
+        self.flushed = False  # stream: its parts have been emitted
 
 
 _Part: TypeAlias = "str | _Boundary"  # what the writer emits: HTML text, or a slot for a boundary
 Spawn: TypeAlias = Callable[[Suspense, str], _Boundary]
 
-# Attributes whose value is navigated to or fetched; a `javascript:` URL there runs.
-_URL_ATTRS = frozenset({"href", "src", "action", "formaction", "poster", "cite", "xlink:href"})
-_URL_IGNORED = str.maketrans("", "", "\t\n\r")  # the URL parser drops these anywhere
-_C0_AND_SPACE = "".join(map(chr, range(0x21)))  # ...and strips these at the start
-_UNSAFE_URL = "about:invalid#unsafe-url"
-_LEADING_NEWLINE = frozenset({"pre", "listing", "textarea"})  # the parser drops one LF
+
+# Foreign content (WHATWG HTML §13.2.6.5): inside <svg> and <math> the parser builds
+# elements of that namespace, and <style>/<script> there hold markup, not raw text.
+_FOREIGN_ROOTS = frozenset({"svg", "math"})
+# Start tags that end foreign content and reopen HTML where the parser pops to: the
+# writer would think it is still inside <svg>, so they are refused there.
+_BREAKOUT = frozenset(
+    "b big blockquote body br center code dd div dl dt em embed h1 h2 h3 h4 h5 h6 head hr i img"
+    " li listing menu meta nobr ol p pre ruby s small span strong strike sub sup table tt u ul var".split()
+)
+# Elements of foreign content whose children are HTML again (§13.2.6.5 integration points).
+_HTML_INTEGRATION = frozenset({"foreignobject", "desc", "title", "mi", "mo", "mn", "ms", "mtext"})
+_HTML_ENCODINGS = frozenset({"text/html", "application/xhtml+xml"})
+
+# Parents where check_roots() has rules for a boundary's roots.
+_CHECKED_PARENTS = frozenset(ROOTS_ALLOWED) | TEXT_REFUSED_PARENTS
 
 
-def _unsafe_url(value: str) -> bool:
-    scheme = value.translate(_URL_IGNORED).lstrip(_C0_AND_SPACE)[:11].lower()
-    return scheme.startswith(("javascript:", "vbscript:"))
+def _busy_html(el: Element, html: str) -> str:
+    # What the writer writes for _busy(el), from el's bytes written ahead: the
+    # attribute goes last in the start tag, which holds no ">" (values are escaped).
+    for name, _ in el.attrs:
+        if name.lower() == "aria-busy":
+            return html
+    end = html.index(">")
+    return html[:end] + ' aria-busy="true"' + html[end:]
 
 
 def _busy(el: Element) -> Element:
@@ -206,7 +240,11 @@ class _Writer:
         if parent in NO_WRAPPER_PARENTS:
             roots = [_busy(r) if isinstance(r, Element) else r for r in roots]
         elif len(roots) == 1 and isinstance(roots[0], Element):
-            roots = [_busy(roots[0])]
+            root = roots[0]
+            if root.html is not None:
+                self.out.append(_busy_html(root, root.html))
+                return
+            roots = [_busy(root)]
         elif roots:
             roots = [Element("span", (("aria-busy", "true"),), tuple(roots))]
         for child in roots:
@@ -243,8 +281,12 @@ class _Writer:
     def start_tag(self, el: Element, key: str) -> None:
         tag = el.tag
         text = "<" + tag
-        for name, value in el.attrs:
-            text += _attribute(name, value, tag)
+        if key in ANIMATION_ELEMENTS:
+            for name, value in _animation_attrs(el, key):
+                text += _attribute(name, value, key)
+        else:
+            for name, value in el.attrs:
+                text += _attribute(name, value, key)
         if (
             self.nonce_attr
             and _wants_nonce(el, key)
@@ -254,8 +296,14 @@ class _Writer:
         self.out.append(text + ">")
 
     def element(self, el: Element, banned: str | None) -> None:
+        if el.html is not None:  # written once by h(): no boundary inside, same bytes in any HTML
+            self.out.append(el.html)
+            return
         tag = el.tag
         key = _TAG_KEYS.get(tag) or tag_key(tag)
+        if key in _FOREIGN_ROOTS:
+            self.foreign(el, key, banned or banned_inside(key))
+            return
         self.start_tag(el, key)
         if key in VOID_ELEMENTS:
             if el.children:
@@ -268,7 +316,7 @@ class _Writer:
                 raise MarkupError("<plaintext> never ends; it cannot be written")
             children = el.children
             if children:
-                if key in _LEADING_NEWLINE and isinstance(children[0], str) and children[0][:1] == "\n":
+                if key in LEADING_NEWLINE and isinstance(children[0], str) and children[0][:1] == "\n":
                     self.out.append("\n")
                 inner = banned if banned is not None else banned_inside(key)
                 out = self.out
@@ -279,12 +327,41 @@ class _Writer:
                         self.node(child, key, inner)
         self.out.append(f"</{tag}>")
 
-    def raw_text(self, el: Element, key: str) -> None:
+    def foreign(self, el: Element, key: str, banned: str | None) -> None:
+        # An element in SVG or MathML. Its children are foreign too (text escaped,
+        # <style> holding text rather than raw CSS) unless it is an HTML integration
+        # point, whose children are HTML again.
+        if key in _BREAKOUT or (key == "font" and any(n.lower() in ("color", "face", "size") for n, _ in el.attrs)):
+            raise MarkupError(f"<{el.tag}> would end the <svg>/<math> it stands in; wrap it in <foreignObject>")
+        self.start_tag(el, key)
+        html = key in _HTML_INTEGRATION or (
+            key == "annotation-xml"
+            and any(n.lower() == "encoding" and str(v).lower() in _HTML_ENCODINGS for n, v in el.attrs)
+        )
+        if key == "script":  # an SVG script runs like an HTML one: trusted code only
+            self.raw_text(el, key, foreign=True)
+        else:
+            out = self.out
+            for child in flatten(el.children):
+                if type(child) is str:
+                    out.append(_escape_text(child))
+                elif html:
+                    self.node(child, key, banned)
+                elif isinstance(child, Element):
+                    self.foreign(child, _TAG_KEYS.get(child.tag) or tag_key(child.tag), banned)
+                elif isinstance(child, Suspense):
+                    raise BoundaryPlacementError(f"a boundary cannot stand {banned or 'in foreign content'}")
+                else:
+                    self.node(child, key, banned)  # Markup, numbers: the same as in HTML
+        self.out.append(f"</{el.tag}>")
+
+    def raw_text(self, el: Element, key: str, *, foreign: bool = False) -> None:
         # §13.1.2.6: raw text may not contain "</tag"; a script may not contain "<!--"
         # either, which would open the "script data escaped" state and let a later
-        # "<script" swallow the real end tag.
+        # "<script" swallow the real end tag. Checked on the joined text: the parser
+        # sees one run, however the page split it into children.
         escapable = key in ("textarea", "title")
-        first = True
+        texts: list[str] = []
         for child in flatten(el.children):
             if isinstance(child, Suspense):
                 raise BoundaryPlacementError(f"a boundary cannot stand inside <{key}> (raw text)")
@@ -292,19 +369,22 @@ class _Writer:
                 raise MarkupError(f"<{key}> holds text only, not <{child.tag}>")
             if not isinstance(child, str):
                 raise TypeError(f"cannot render a {type(child).__name__} inside <{key}>")
-            if isinstance(child, Markup) or key == "style":
-                text = str(child)
+            if isinstance(child, Markup):
+                texts.append(str(child))
             elif escapable:
-                text = escape_text(child)
+                texts.append(_escape_text(child))
+            elif key == "script":
+                raise MarkupError("<script> takes Markup (trusted code), not str (for data use script_json())")
             else:
-                raise MarkupError(f"<{key}> takes Markup, not str (for data use script_json())")
+                raise MarkupError(f"<{key}> takes Markup (trusted {'CSS' if key == 'style' else 'markup'}), not str")
+        text = "".join(texts)
+        if not foreign:  # in foreign content the text is markup: Markup is the page's own
             lowered = text.lower()
             if "</" + key in lowered or (key == "script" and "<!--" in text):
                 raise MarkupError(f"text inside <{key}> would end it early: {text[:40]!r}")
-            if first and key == "textarea" and text[:1] == "\n":
+            if key == "textarea" and text[:1] == "\n":
                 self.out.append("\n")
-            first = False
-            self.out.append(text)
+        self.out.append(text)
 
 
 def _wants_nonce(el: Element, key: str) -> bool:
@@ -316,7 +396,8 @@ def _wants_nonce(el: Element, key: str) -> bool:
     return False
 
 
-def _attribute(name: str, value: object, tag: str) -> str:
+def _attribute(name: str, value: object, key: str) -> str:
+    # `key` is the element's lower-case tag. The value's kind comes from attributes.py.
     lowered = _ATTR_KEYS.get(name) or attr_key(name)
     if type(value) is not str:  # a plain str (the common case) needs none of these
         if value is True:
@@ -324,7 +405,7 @@ def _attribute(name: str, value: object, tag: str) -> str:
         if value is None or value is False:
             return ""
         if isinstance(value, Suspense):
-            raise BoundaryPlacementError(f"a boundary cannot be the value of attribute {name!r} of <{tag}>")
+            raise BoundaryPlacementError(f"a boundary cannot be the value of attribute {name!r} of <{key}>")
         if hasattr(value, "__html__"):
             text = str(value.__html__())
             if '"' in text:
@@ -335,12 +416,38 @@ def _attribute(name: str, value: object, tag: str) -> str:
         elif isinstance(value, (list, tuple)):
             value = " ".join(str(v) for v in value if v)
         if not isinstance(value, str):
-            raise TypeError(f"attribute {name!r} of <{tag}> cannot be a {type(value).__name__}")
-    if lowered.startswith("on"):
-        raise MarkupError(f"event handler attribute {name!r} takes Markup (trusted script), not str")
-    if lowered in _URL_ATTRS and _unsafe_url(value):
-        value = _UNSAFE_URL
+            raise TypeError(f"attribute {name!r} of <{key}> cannot be a {type(value).__name__}")
+    if lowered[:2] == "on" or lowered in CHECKED_NAMES:
+        kind = attr_kind(key, lowered)
+        if kind == "url":
+            if unsafe_url(value, key):
+                value = UNSAFE_URL
+        elif kind != "data":
+            raise MarkupError(f"attribute {name!r} of <{key}> takes Markup (trusted {_TRUSTED[kind]}), not str")
     return f' {name}="{escape_attr(value)}"'
+
+
+_TRUSTED = {"script": "script", "html": "HTML", "code": "code URL"}
+
+
+def _animation_attrs(el: Element, key: str) -> list[tuple[str, AttrValue]]:
+    # <animate attributeName="href" values="a;b">: the values take the kind of the
+    # attribute they set. A str item that is an unsafe URL empties the whole value.
+    target = next((str(v) for n, v in el.attrs if n.lower() == "attributename" and isinstance(v, str)), "")
+    kind = attr_kind("", target.strip().lower())
+    if kind == "data":
+        return list(el.attrs)
+    pairs: list[tuple[str, AttrValue]] = []
+    for name, value in el.attrs:
+        if type(value) is str and name.lower() in ANIMATION_VALUES:
+            if kind != "url":
+                raise MarkupError(
+                    f"attribute {name!r} of <{key}> animates {target!r}, so it takes Markup, not str"
+                )
+            if any(unsafe_url(item, "") for item in value.split(";")):
+                value = UNSAFE_URL
+        pairs.append((name, value))
+    return pairs
 
 
 def _compact(parts: list[_Part]) -> list[_Part]:
@@ -370,7 +477,7 @@ def _encode(parts: list[str]) -> bytes:
 
 async def _produce(content: Content) -> Node:
     result = content() if callable(content) else content
-    if inspect.isawaitable(result):
+    if type(result) is CoroutineType or inspect.isawaitable(result):  # a coroutine first: the check is cheap
         node: Node = await result
         return node
     return result
@@ -384,9 +491,10 @@ class _Render:
         self.nonce_attr = "" if nonce is None else f' nonce="{escape_attr(nonce)}"'
         self.loop = asyncio.get_running_loop()
         self.deadline = None if deadline_s is None else self.loop.time() + deadline_s
-        self.tasks: set[asyncio.Task[None]] = set()
+        self.tasks: list[asyncio.Task[None]] = []  # every boundary's, done or not (bounded by the page)
         self.last_id = 0
-        self.ready: asyncio.Queue[_Boundary] = asyncio.Queue()
+        self.ready: deque[_Boundary] = deque()  # stream: settled, placeholder out, not yet flushed
+        self.wake: asyncio.Future[None] | None = None  # stream: set while it waits for `ready`
         self.open = 0  # stream: placeholders emitted and not yet flushed
         self.runtime_sent = False
 
@@ -399,13 +507,17 @@ class _Render:
         return _Writer(self.nonce_attr, None, refusal)
 
     def spawn(self, spec: Suspense, parent: str, siblings: list[_Boundary]) -> _Boundary:
-        fb = self.fixed_writer("a boundary's fallback cannot hold a boundary")
-        fb.fallback(spec.fallback, parent)
+        node = spec.fallback
+        if type(node) is Element and node.html is not None and parent not in NO_WRAPPER_PARENTS:
+            fallback = _busy_html(node, node.html)  # one element written ahead: no writer needed
+        else:
+            fb = self.fixed_writer("a boundary's fallback cannot hold a boundary")
+            fb.fallback(node, parent)
+            fallback = fb.text()
         self.last_id += 1
-        b = _Boundary(self.last_id, spec, parent, fb.text())
+        b = _Boundary(self.last_id, spec, parent, fallback)
         task = self.loop.create_task(self.run(b), name=f"html_stream boundary {b.id}")
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
+        self.tasks.append(task)
         b.task = task
         siblings.append(b)
         return b
@@ -447,11 +559,13 @@ class _Render:
             when = self.deadline if when is None else min(when, self.deadline)
         scope = None if when is None else asyncio.timeout_at(when)
         try:
+            content = b.spec.content
             if scope is None:  # nothing to time out: skip the scope's bookkeeping
-                node = await _produce(b.spec.content)
+                made = content() if callable(content) else content
+                node = await made if type(made) is CoroutineType or inspect.isawaitable(made) else made
             else:
                 async with scope:
-                    node = await _produce(b.spec.content)
+                    node = await _produce(content)
             parts = self.write_content(node, b)
         except asyncio.CancelledError as exc:
             task = asyncio.current_task()
@@ -464,9 +578,13 @@ class _Render:
             parts = self.fail(b, exc, timed_out=False)
         b.parts = parts
         if b.placed and not b.flushed:
-            self.ready.put_nowait(b)
+            self.ready.append(b)
+            if self.wake is not None and not self.wake.done():
+                self.wake.set_result(None)
 
     def write_content(self, node: Node, b: _Boundary) -> list[_Part]:
+        if type(node) is Element and node.html is not None and b.parent_tag not in _CHECKED_PARENTS:
+            return [node.html]  # one element written ahead, where any root may stand
         w = self.writer(b.children)
         try:
             w.root(node, b.parent_tag, "a boundary's content")
@@ -533,7 +651,12 @@ class _Render:
         self.expand(shell, out)
         while self.open:
             yield _encode(out)
-            out = self.flush(await self.ready.get())
+            out = []
+            if not self.ready:
+                self.wake = self.loop.create_future()
+                await self.wake
+            while self.ready:  # all that settled meanwhile go in one chunk: none waits for another
+                out += self.flush(self.ready.popleft())
         out.append(tail)
         yield _encode(out)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 
-from html_stream.demo import dashboard_page, suspense_page
+from html_stream.demo import FAVICON_SVG, REGIONS, dashboard_page, suspense_page
 
 from ..app import (
     App,
@@ -118,7 +118,7 @@ async def index(request: Request) -> HTMLResponse:
 
 
 async def favicon(request: Request) -> Response:
-    return Response(b"", 204, [("Cache-Control", "max-age=86400")])
+    return Response(FAVICON_SVG, 200, [("Cache-Control", "max-age=86400")], content_type="image/svg+xml")
 
 
 async def healthz(request: Request) -> PlainTextResponse:
@@ -216,7 +216,11 @@ async def suspense(request: Request) -> Response | StreamingResponse:
 
 
 async def dashboard(request: Request) -> Response | StreamingResponse:
-    return await stream_page(request, dashboard_page(), csp=True, deadline_s=10, headers=pages.PAGE_HEADERS)
+    region = request.query_param("region", "") or None  # "" is the form's "All"
+    if region is not None and region not in REGIONS:
+        raise HTTPError(400, f"region: one of {', '.join(REGIONS)}, or empty for all")
+    return await stream_page(request, dashboard_page(region=region), csp=True, deadline_s=10,
+                             headers=pages.PAGE_HEADERS)
 
 
 async def live(request: Request) -> HTMLResponse:
@@ -264,6 +268,7 @@ def create_app(
     app.state["engine"] = engine
     app.add_route("/", index)
     app.add_route("/favicon.ico", favicon)
+    app.add_route("/favicon.svg", favicon)
     app.add_route("/healthz", healthz)
     app.add_route("/readyz", readyz)
     app.add_route("/channels/{name}/events", subscribe)

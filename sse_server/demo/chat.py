@@ -5,8 +5,9 @@ The page starts a resumable generation (``POST /chat/streams`` with
 ``/chat/streams/{id}``. When the connection drops, EventSource reconnects with
 ``Last-Event-ID`` and the server replays only what was missed, so every token
 appears once. The stop button cancels the generation on the server. Model output
-is only ever assigned as text (``Text.appendData`` / ``textContent``): markup in an
-answer is shown, never interpreted.
+is only ever assigned as text (``textContent``, text nodes): markup in an answer is
+shown, never interpreted. Code fences (```lang ... ```) become ``<pre><code>`` and
+`inline code` becomes ``<code>``, built with DOM calls from the answer's text.
 """
 
 from __future__ import annotations
@@ -25,12 +26,18 @@ __all__ = ["CHAT_PAGE", "install_chat"]
 CHAT_PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>AI chat</title>
 <meta name="viewport" content="width=device-width, initial-scale=1">
+<link rel="icon" href="/favicon.svg" type="image/svg+xml">
 <style>
 body { font: 16px/1.5 system-ui, sans-serif; margin: 2rem auto; max-width: 46rem; padding: 0 1rem; color: #1d1d1f; }
 #log { list-style: none; padding: 0; }
 .msg { margin: .75rem 0; padding: .6rem .8rem; border-radius: 8px; white-space: pre-wrap; overflow-wrap: anywhere; }
 .msg.user { background: #e8f0fe; margin-left: 3rem; }
 .msg.assistant { background: #f1f3f4; margin-right: 3rem; }
+.msg code { font: .9em ui-monospace, monospace; background: #e3e5e8; padding: 0 .2em; border-radius: 3px; }
+.msg pre { margin: .4rem 0; padding: .5rem; background: #e3e5e8; border-radius: 6px; overflow-x: auto;
+           white-space: pre; }
+.msg pre code { background: none; padding: 0; }
+@media (max-width: 30rem) { .msg.user { margin-left: 1rem; } .msg.assistant { margin-right: 1rem; } }
 .msg.assistant[data-state="streaming"]::after { content: "\\258d"; opacity: .5; }
 .msg .note { display: block; font-size: .85em; color: #666; margin-top: .4rem; }
 .msg.error { background: #fce8e6; }
@@ -40,6 +47,7 @@ button { font: inherit; padding: .4rem .9rem; }
 #status { color: #666; font-size: .9em; min-height: 1.5em; }
 </style></head>
 <body>
+<nav><a href="/">← Demo index</a></nav>
 <h1>AI chat</h1>
 <p id="status" role="status">idle</p>
 <ol id="log" aria-live="polite"></ol>
@@ -75,6 +83,35 @@ button { font: inherit; padding: .4rem .9rem; }
     modelSelect.hidden = models.length < 2;
   }).catch(() => {});
 
+  // The answer's text as DOM: ```lang fences -> <pre><code data-lang>, `x` -> <code>,
+  // everything else text nodes. Only textContent and text nodes: no markup is parsed.
+  // Runs on every token, so a fence that is still open shows as code already.
+  const renderText = (target, src) => {
+    const out = document.createDocumentFragment();
+    src.split("```").forEach((part, i) => {
+      if (i % 2) {
+        const nl = part.indexOf("\\n");
+        const pre = document.createElement("pre"), code = document.createElement("code");
+        const lang = nl < 0 ? "" : part.slice(0, nl).trim();
+        if (lang) code.dataset.lang = lang;
+        code.textContent = nl < 0 ? "" : part.slice(nl + 1).replace(/\\n$/, "");
+        pre.append(code);
+        out.append(pre);
+        return;
+      }
+      part.split(/(`[^`\\n]+`)/).forEach((seg, j) => {
+        if (j % 2) {
+          const code = document.createElement("code");
+          code.textContent = seg.slice(1, -1);
+          out.append(code);
+        } else if (seg) {
+          out.append(document.createTextNode(seg));
+        }
+      });
+    });
+    target.replaceChildren(out);
+  };
+
   const bubble = (role, text) => {
     const li = document.createElement("li");
     li.className = "msg " + role;
@@ -98,7 +135,7 @@ button { font: inherit; padding: .4rem .9rem; }
     c.source.close();
     c.bubble.dataset.state = state;
     if (message) note(c.bubble, message);
-    if (c.text.data) history.push({role: "assistant", content: c.text.data});
+    if (c.bubble.rawText) history.push({role: "assistant", content: c.bubble.rawText});
     send.disabled = false;
     stop.disabled = true;
     document.body.dataset.streamState = state;
@@ -109,9 +146,11 @@ button { font: inherit; padding: .4rem .9rem; }
     const li = bubble("assistant", "");
     li.dataset.state = "streaming";
     li.dataset.streamId = id;
-    const text = li.firstChild;
+    const body = document.createElement("div");
+    li.replaceChildren(body);
+    li.rawText = "";  // the answer as received; body shows it rendered
     const source = new EventSource("/chat/streams/" + encodeURIComponent(id));
-    current = {id, source, text, bubble: li, tokens: 0};
+    current = {id, source, bubble: li, tokens: 0};
     document.body.dataset.streamId = id;
     document.body.dataset.streamState = "streaming";
     source.onopen = () => {
@@ -120,7 +159,8 @@ button { font: inherit; padding: .4rem .9rem; }
     };
     source.addEventListener("token", (e) => {
       const piece = JSON.parse(e.data).content;
-      text.appendData(piece);  // Text node: "<b>" stays the characters < b >
+      li.rawText += piece;
+      renderText(body, li.rawText);  // "<b>" stays the characters < b >
       current.tokens += 1;
       li.dataset.tokens = String(current.tokens);
     });
@@ -131,7 +171,8 @@ button { font: inherit; padding: .4rem .9rem; }
     });
     source.addEventListener("reset", () => {
       // The server could not resume from our last event and replays from the start.
-      text.data = "";
+      li.rawText = "";
+      renderText(body, "");
       current.tokens = 0;
     });
     // "error" is both our server's named event (a MessageEvent with data) and

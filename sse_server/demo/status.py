@@ -78,6 +78,7 @@ async def status_page(request: Request) -> HTMLResponse:
 STATUS_PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Server status</title>
 <meta name="viewport" content="width=device-width, initial-scale=1">
+<link rel="icon" href="/favicon.svg" type="image/svg+xml">
 <style>
 body { font: 15px/1.4 system-ui, sans-serif; margin: 0 auto; max-width: 60rem; padding: .75rem; color: #1d1d1f; }
 h1 { font-size: 1.3rem; margin: .25rem 0 .5rem; } .muted { color: #666; font-size: .85em; }
@@ -89,9 +90,10 @@ h1 { font-size: 1.3rem; margin: .25rem 0 .5rem; } .muted { color: #666; font-siz
 svg { width: 100%; height: 48px; display: block; }
 polyline { fill: none; stroke: #0b57d0; stroke-width: 1.5; vector-effect: non-scaling-stroke; }
 .area { fill: #0b57d022; stroke: none; }
-#state { font-weight: 600; }
+#state { font-weight: 600; display: inline-block; min-width: 7.5em; }  /* its words change: the line must not reflow */
 </style></head>
 <body>
+<nav><a href="/">← Demo index</a></nav>
 <h1>Server status</h1>
 <p class="muted">Live figures of this server, every second over SSE: <span id="state">connecting</span>.
 Also as <a href="/metrics">/metrics</a> (Prometheus).</p>

@@ -24,8 +24,8 @@ def ask(page: Any, url: str, prompt: str) -> None:
 
 
 def assistant_text(page: Any) -> str:
-    # The bubble's first child is the Text node the tokens were appended to.
-    return page.evaluate("document.querySelector('.msg.assistant').firstChild.data")
+    # The answer as received (the bubble shows it rendered: code fences as <pre><code>).
+    return page.evaluate("document.querySelector('.msg.assistant').rawText")
 
 
 def test_chat_streams_the_answer_as_text(page: Any, live_server: Any) -> None:
@@ -79,3 +79,27 @@ def test_chat_resumes_after_the_connection_drops(page: Any, live_server: Any) ->
     assert st.run(lambda: st.app.state["llm"].stats.started) == 1
     # The cut shows as a failed request in the console; nothing else may.
     assert all("ERR_" in e or "net::" in e for e in page.errors), page.errors
+
+
+def test_chat_renders_code_fences_and_inline_code_as_text(page: Any, live_server: Any) -> None:
+    """```python fences become <pre><code>, `x` becomes <code>, and markup inside either stays text."""
+    prompt = "show me code 29"
+    expected = answer(prompt)
+    assert "```python" in expected and "<code>" in expected
+    st = live_server(create_app, model_first_token_ms=10, model_tokens_per_s=1000)
+    page.goto(st.url + "/chat")
+    page.fill("#prompt", prompt)
+    page.click("#send")  # the whole answer may arrive before "streaming" could be seen
+    page.wait_for_function("document.body.dataset.streamState === 'done'", timeout=20_000)
+    assert assistant_text(page) == expected
+    fence = expected.split("```python\n")[1].split("```")[0].rstrip("\n")
+    block = page.evaluate(
+        "(() => { const c = document.querySelector('.msg.assistant pre > code');"
+        " return [c.dataset.lang, c.textContent, c.children.length]; })()"
+    )
+    assert block == ["python", fence, 0]
+    inline = page.eval_on_selector_all(".msg.assistant > div > code", "els => els.map(e => e.textContent)")
+    assert inline == ["code"]
+    assert page.locator(".msg.assistant script, .msg.assistant b").count() == 0
+    assert "```" not in page.text_content(".msg.assistant")
+    assert page.errors == []

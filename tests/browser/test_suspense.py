@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from sse_server.demo import create_app
 
 # Records when each section-N element enters the DOM, from the first byte on.
@@ -79,3 +81,48 @@ def test_dashboard_panels_and_failing_panel_settle(page: Any, live_server: Any) 
     error_text = page.text_content(".hs-error, .error")
     assert error_text and "Traceback" not in page.content()
     assert [e for e in page.errors if "Content Security Policy" not in e] == []
+
+
+def scripted_page(inner_s: float) -> Any:
+    """Boundaries whose content holds inline scripts: one direct, one nested, one inside a <template>."""
+    import asyncio
+
+    from html_stream import Document, Markup, Suspense, h
+
+    def count(name: str) -> Any:
+        return h("script", Markup(f"window.__ran=window.__ran||[];window.__ran.push('{name}')"))
+
+    async def inner() -> Any:
+        await asyncio.sleep(inner_s)  # 0: inlined into its parent's chunk; else a chunk of its own
+        return h("p", {"id": "inner"}, "inner", count("inner"))
+
+    async def outer() -> Any:
+        return h("div", {"id": "outer"}, count("outer"), h("template", count("inert")),
+                 Suspense(inner, h("p", "…")))
+
+    return Document(title="scripts", body=[h("h1", "scripts"), Suspense(outer, h("p", "…"))])
+
+
+@pytest.mark.parametrize("strategy", ["stream", "in_order", "buffer"])
+@pytest.mark.parametrize("inner_s", [0, 0.3])
+def test_scripts_in_boundary_content_run_once_with_the_nonce(
+    page: Any, live_server: Any, strategy: str, inner_s: float
+) -> None:
+    """A script in a boundary's content runs exactly once when it is swapped in, under a strict CSP."""
+    from sse_server import App, Request
+    from sse_server.html import stream_page
+
+    async def scripts(request: Request) -> Any:
+        return await stream_page(request, scripted_page(inner_s), strategy=strategy, csp=True)
+
+    app = App()
+    app.add_route("/scripts", scripts)
+    st = live_server(app)
+    violations: list[str] = []
+    page.on("console", lambda m: violations.append(m.text) if "Content Security Policy" in m.text else None)
+    page.goto(st.url + "/scripts")
+    page.wait_for_load_state("load")
+    page.wait_for_selector("#inner")
+    assert sorted(page.evaluate("window.__ran")) == ["inner", "outer"]
+    assert page.evaluate("document.querySelectorAll('template').length") == 1  # the page's own, inert
+    assert violations == [] and [e for e in page.errors if e.startswith("pageerror")] == []

@@ -148,7 +148,8 @@ async def test_strategies_build_the_same_dom(seed: int) -> None:
 
 @pytest.mark.parametrize("seed", range(0, 60, 6))
 async def test_every_boundary_flushed_once(seed: int) -> None:
-    """In a stream each boundary is either inlined or swapped exactly once, after its placeholder."""
+    """In a stream each boundary is either inlined or swapped exactly once, after its placeholder;
+    every chunk after the shell holds at least one swap."""
     spec, _ = make_spec(seed)
     order = sorted(spec.kids, reverse=True)  # children first: exercises inlining
     chunks = await run(seed, "stream", order)
@@ -158,5 +159,6 @@ async def test_every_boundary_flushed_once(seed: int) -> None:
     doc = parse(whole)
     placeholders = {c.data for c in doc.iter() if isinstance(c, Comment) and c.data.startswith("$?")}
     swapped = [int(s.text()[4:-1]) for s in doc.find_all("script") if s.text().startswith("$HS(")]
-    assert len(swapped) == len(set(swapped)) == len(chunks) - 1
+    # Boundaries that settled while the previous chunk was being sent share the next one.
+    assert len(swapped) == len(set(swapped)) >= len(chunks) - 1
     assert {f"$?{i}" for i in swapped} == placeholders

@@ -40,6 +40,8 @@ class N {
   constructor(t, d) { this.nodeType = t; this.data = d; this.childNodes = []; this.parentNode = null; }
   get nextSibling() { const p = this.parentNode; if (!p) return null;
     return p.childNodes[p.childNodes.indexOf(this) + 1] || null; }
+  get previousSibling() { const p = this.parentNode; if (!p) return null;
+    return p.childNodes[p.childNodes.indexOf(this) - 1] || null; }
   get previousElementSibling() { const p = this.parentNode, c = p.childNodes;
     for (let i = c.indexOf(this) - 1; i >= 0; i--) if (c[i].nodeType == 1) return c[i]; return null; }
   remove() { const p = this.parentNode;
@@ -64,6 +66,8 @@ const template = (...kids) => { const t = el("template"); t.content = new N(11);
 const body = el("body");
 const document = {
   currentScript: null,
+  imported: 0,
+  importNode(n, deep) { if (deep) this.imported++; return n; },  // a copy's scripts run when inserted
   createTreeWalker(root) { const found = [];
     (function walk(n) { for (const c of n.childNodes) { if (c.nodeType == 8) found.push(c); walk(c); } })(body);
     return { nextNode: () => found.shift() || null }; },
@@ -88,6 +92,7 @@ body.append(template(text("X"), el("i", text("y"))), s1);
 run(s1, "$HS(1)");
 results.swapped = body.toString();
 results.textNodes = body.childNodes[0].childNodes.length;
+results.contentCopied = document.imported == 1;
 
 const s2 = el("script");
 body.append(template(text("orphan")), s2);
@@ -106,7 +111,8 @@ console.log(JSON.stringify(results));
 
 @pytest.mark.skipif(shutil.which("node") is None, reason="needs node to run the runtime")
 def test_runtime_behaviour_in_a_fake_dom() -> None:
-    """The runtime swaps, normalizes, removes itself and its template, and is a no-op when the target is gone."""
+    """The runtime swaps in a copy of the content (so its scripts run), normalizes, removes itself and its
+    template, and is a no-op when the target is gone."""
     program = FAKE_DOM + f"const RUNTIME = {json.dumps(RUNTIME_JS)};\n" + SCENARIO
     done = subprocess.run(["node", "-e", program], capture_output=True, text=True, timeout=30, check=True)
     results = json.loads(done.stdout)
@@ -115,6 +121,7 @@ def test_runtime_behaviour_in_a_fake_dom() -> None:
         "runtimeRemoved": True,
         "swapped": "<body><div>aX<i>y</i>b</div></body>",
         "textNodes": 3,
+        "contentCopied": True,
         "goneNoThrow": True,
         "goneUntouched": "<body><div>aX<i>y</i>b</div></body>",
         "noTemplateNoThrow": True,
