@@ -480,8 +480,8 @@ class Connection(asyncio.Protocol):
                 except ProtocolError:
                     raise ClientGone() from None
         finally:
-            if exchange.on_close is None:
-                exchange.closed(completed=False)  # a no-op once it has ended
+            if not exchange.done and exchange.on_close is None:
+                exchange.closed(completed=False)  # the request ended without a full response
 
     def response_headers(self, response: Response | StreamingResponse) -> list[tuple[str, str]]:
         """The response's headers plus ours; settles whether the connection stays open."""
@@ -613,7 +613,7 @@ class Exchange:
 
     __slots__ = (
         "conn", "transport", "request", "method", "http_version", "started", "status", "chunked",
-        "filters", "body_bytes", "response", "on_close", "_done", "_on_finish",
+        "filters", "body_bytes", "response", "on_close", "done", "_on_finish",
     )
 
     def __init__(self, conn: Connection, request: Request) -> None:
@@ -629,7 +629,7 @@ class Exchange:
         self.body_bytes = 0
         self.response: StreamingResponse | None = None
         self.on_close: Callable[[], None] | None = None  # set by detach()
-        self._done = False
+        self.done = False
         self._on_finish: FinishCallbacks = None  # taken from the request by detach()
 
     # -- plain responses ------------------------------------------------------------
@@ -718,9 +718,9 @@ class Exchange:
 
     def closed(self, completed: bool) -> None:
         """The response has ended: tell the request's on_finish callbacks, once."""
-        if self._done:
+        if self.done:
             return
-        self._done = True
+        self.done = True
         on_close, self.on_close = self.on_close, None
         if on_close is not None:
             self.conn.stream_done(self)
