@@ -127,7 +127,12 @@ class Outcome(NamedTuple):
     streamed: bool
     completed: bool  # False: the client left or the stream failed before its end
     events: int = 0  # events a stream sent (SSE streams count theirs; heartbeats excluded)
-    method: str = ""  # the request's method, so a callback need not hold the request
+    # What a log line needs of its request, so a callback need not hold the request
+    # (an idle subscriber keeps only its Exchange): method, target, version, client.
+    method: str = ""
+    target: str = ""
+    http_version: str = ""
+    client: tuple[str, int] | None = None
 
 
 FinishCallbacks = Callable[[Outcome], None] | list[Callable[[Outcome], None]] | None

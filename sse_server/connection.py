@@ -612,7 +612,7 @@ class Exchange:
     """
 
     __slots__ = (
-        "conn", "transport", "request", "method", "http_version", "started", "status", "chunked",
+        "conn", "transport", "request", "method", "target", "http_version", "client", "started", "status", "chunked",
         "filters", "body_bytes", "response", "on_close", "done", "_on_finish",
     )
 
@@ -621,6 +621,8 @@ class Exchange:
         self.transport = conn.transport
         self.request: Request | None = request  # kept past the head only if it wants the outcome
         self.method = request.method
+        self.target = request.target
+        self.client = request.client
         self.http_version = request.http_version
         self.started = time.perf_counter()
         self.status = 0  # 0 until a head went out
@@ -734,7 +736,8 @@ class Exchange:
         if request is not None or callbacks:
             outcome = Outcome(
                 self.status, self.body_bytes, time.perf_counter() - self.started, response is not None, completed,
-                response.events if response is not None else 0, self.method,
+                response.events if response is not None else 0,
+                self.method, self.target, self.http_version, self.client,
             )
             if request is not None:
                 request.finished(outcome)

@@ -39,9 +39,7 @@ SECRET_PARAMS = frozenset({
 _FLUSH_AFTER_S = 0.25  # a line is on disk within this long
 _FLUSH_AT_LINES = 1024  # or once this many wait: bounds what a burst holds in memory
 
-# What a line needs of its request: a subscriber's callback holds these, not the request.
-_Fields = tuple[tuple[str, int] | None, str, str, str]  # client, method, target, http version
-_Record = tuple[float, _Fields, Outcome]
+_Record = tuple[float, Outcome]  # when it ended; the Outcome carries what the line shows of the request
 
 
 def _param_name(raw: str) -> str:
@@ -105,16 +103,16 @@ class AccessLog:
         self.flush_after_s = _FLUSH_AFTER_S
         self._pending: list[_Record] = []
         self._timer: asyncio.TimerHandle | None = None
+        self._recorder = self._record
         self._clock = _Clock()
 
     async def __call__(self, request: Request, call_next: Handler) -> AnyResponse:
-        fields = (request.client, request.method, request.target, request.http_version)
-        request.on_finish(lambda outcome: self._record(fields, outcome))
+        request.on_finish(self._recorder)  # bound once: nothing made per request but the Outcome
         return await call_next(request)
 
-    def _record(self, fields: _Fields, outcome: Outcome) -> None:
+    def _record(self, outcome: Outcome) -> None:
         pending = self._pending
-        pending.append((time.time(), fields, outcome))
+        pending.append((time.time(), outcome))
         if len(pending) >= _FLUSH_AT_LINES:
             self.flush()
         elif self._timer is None:
@@ -140,8 +138,8 @@ class AccessLog:
         except (OSError, ValueError):  # stderr closed or full: the log is best effort
             pass
 
-    def _text_line(self, t: float, fields: _Fields, outcome: Outcome) -> str:
-        peer, method, target, version = fields
+    def _text_line(self, t: float, outcome: Outcome) -> str:
+        peer, method, target, version = outcome.client, outcome.method, outcome.target, outcome.http_version
         client = peer[0] if peer else "-"
         return (
             f'{self._clock.text(t)} INFO sse_server.access: {client} - "{method} '
@@ -149,8 +147,8 @@ class AccessLog:
             f"{outcome.body_bytes}B {outcome.duration_s * 1000:.1f}ms\n"
         )
 
-    def _json_line(self, t: float, fields: _Fields, outcome: Outcome) -> str:
-        peer, method, target, version = fields
+    def _json_line(self, t: float, outcome: Outcome) -> str:
+        peer, method, target, version = outcome.client, outcome.method, outcome.target, outcome.http_version
         client = _json_string(peer[0]) if peer else "null"
         stream = (
             f',"stream":true,"events":{outcome.events},"completed":{"true" if outcome.completed else "false"}'
