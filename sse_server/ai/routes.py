@@ -34,7 +34,7 @@ from .generation import CompletionStream, NamedEventStream
 from .jobs import DEFAULT_JOB_IDLE_CANCEL_S, DEFAULT_JOB_RETENTION_S, DEFAULT_MAX_JOBS, Job
 from .mockmodel import MOCK_CREATED, MOCK_MODEL, mock_complete
 from .service import ChatService
-from .upstream import UpstreamError, path_segment
+from .upstream import UpstreamError, UpstreamResponse, path_segment
 from .wire import (
     MAX_CHAT_BODY_BYTES,
     MAX_TOKENS,
@@ -155,22 +155,10 @@ async def _relay_completion(service: ChatService, chat: ChatRequest, raw: bytes,
     except UpstreamError as e:
         raise APIError.from_upstream(e) from None
     if response.status != 200:
-        try:
-            body = await response.read_all(MAX_UPSTREAM_ERROR_BYTES)
-        except UpstreamError as e:
-            raise APIError.from_upstream(e) from None
-        finally:
-            response.close()
-        raise upstream_error(response.status, body)
+        raise upstream_error(response.status, await _read_upstream(response, MAX_UPSTREAM_ERROR_BYTES))
     if chat.stream:
         return CompletionStream(service.relay_starter(raw, response), model, chat.include_usage)
-    try:
-        body = await response.read_all(MAX_UPSTREAM_BODY_BYTES)
-    except UpstreamError as e:
-        raise APIError.from_upstream(e) from None
-    finally:
-        response.close()
-    return Response(body, 200, content_type="application/json")
+    return Response(await _read_upstream(response, MAX_UPSTREAM_BODY_BYTES), 200, content_type="application/json")
 
 
 @_api
@@ -196,15 +184,22 @@ async def get_model(request: Request) -> Answer:
     return JSONResponse(model_object(name, MOCK_CREATED))
 
 
+async def _read_upstream(response: UpstreamResponse, limit: int) -> bytes:
+    """The whole upstream body (at most ``limit`` bytes), then the connection closed."""
+    try:
+        return await response.read_all(limit)
+    except UpstreamError as e:
+        raise APIError.from_upstream(e) from None
+    finally:
+        response.close()
+
+
 async def _relay_get(service: ChatService, path: str) -> Response:
     try:
         response = await service.open_upstream(path)
-        try:
-            body = await response.read_all(MAX_UPSTREAM_BODY_BYTES)
-        finally:
-            response.close()
     except UpstreamError as e:
         raise APIError.from_upstream(e) from None
+    body = await _read_upstream(response, MAX_UPSTREAM_BODY_BYTES)
     if response.status != 200:
         raise upstream_error(response.status, body)
     return Response(body, 200, content_type="application/json")
