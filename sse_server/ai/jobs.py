@@ -33,9 +33,8 @@ if TYPE_CHECKING:
     from ..config import Config
 
 __all__ = [
-    "DEFAULT_JOB_IDLE_CANCEL_S",
-    "DEFAULT_JOB_RETENTION_S",
-    "DEFAULT_MAX_JOBS",
+    "DEFAULT_JOB_LIMITS",
+    "JobLimits",
     "MAX_JOB_EVENTS",
     "Job",
     "JobTable",
@@ -46,9 +45,18 @@ log = logging.getLogger("sse_server")
 # Every event of a job stays in its channel's history so a resume can replay it;
 # this bounds one job's memory (the job ends with finish_reason "length" there).
 MAX_JOB_EVENTS = 4_096
-DEFAULT_MAX_JOBS = 1_000  # running + finished jobs kept; bounds memory with the line above
-DEFAULT_JOB_IDLE_CANCEL_S = 30.0  # a job nobody has watched for this long is cancelled
-DEFAULT_JOB_RETENTION_S = 300.0  # a finished job can be resumed (replayed) this long
+
+
+@dataclass(frozen=True, slots=True)
+class JobLimits:
+    """What the job table may hold, and for how long."""
+
+    max_jobs: int = 1_000  # running + finished jobs kept; bounds memory with MAX_JOB_EVENTS
+    idle_cancel_s: float = 30.0  # a job nobody has watched for this long is cancelled
+    retention_s: float = 300.0  # a finished job can be resumed (replayed) this long
+
+
+DEFAULT_JOB_LIMITS = JobLimits()
 
 
 @dataclass(slots=True, eq=False)
@@ -131,26 +139,19 @@ class JobTable(Mapping[str, Job]):
     ``start`` and follow a job with ``stream``.
     """
 
-    def __init__(
-        self,
-        config: Config,
-        *,
-        max_jobs: int = DEFAULT_MAX_JOBS,
-        idle_cancel_s: float = DEFAULT_JOB_IDLE_CANCEL_S,
-        retention_s: float = DEFAULT_JOB_RETENTION_S,
-    ) -> None:
+    def __init__(self, config: Config, limits: JobLimits = DEFAULT_JOB_LIMITS) -> None:
         # Generations get a broker of their own: job channels are unreachable through
         # /channels/{name}/events (nobody can inject into someone's answer), and every
         # event of a job fits in its history.
-        self.broker = MemoryEngine(MAX_JOB_EVENTS, max_channels=max_jobs + 1)
+        self.broker = MemoryEngine(MAX_JOB_EVENTS, max_channels=limits.max_jobs + 1)
         self._jobs: dict[str, Job] = {}  # insertion order = age
-        self.max_jobs = max_jobs
+        self.max_jobs = limits.max_jobs
         # One client must not fill the table for everybody: its running jobs are capped.
         self.max_jobs_per_client = config.max_jobs_per_client
         self._running_by_client: Counter[str] = Counter()
-        self.idle_cancel_s = idle_cancel_s
-        self.retention_s = retention_s
-        self._sweep_s = max(0.05, min(1.0, idle_cancel_s / 4, retention_s / 4))
+        self.idle_cancel_s = limits.idle_cancel_s
+        self.retention_s = limits.retention_s
+        self._sweep_s = max(0.05, min(1.0, limits.idle_cancel_s / 4, limits.retention_s / 4))
         self._sweeper: asyncio.TimerHandle | None = None
 
     def __getitem__(self, job_id: str) -> Job:

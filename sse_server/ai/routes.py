@@ -31,7 +31,7 @@ from ..app import App, JSONResponse, Request, Response, StreamingResponse
 from ..sse.streams import last_event_id_of
 from ..untrusted import NotAnInteger, OutOfRange, parse_int
 from .generation import CompletionStream, NamedEventStream
-from .jobs import DEFAULT_JOB_IDLE_CANCEL_S, DEFAULT_JOB_RETENTION_S, DEFAULT_MAX_JOBS, Job
+from .jobs import DEFAULT_JOB_LIMITS, Job, JobLimits
 from .mockmodel import MOCK_CREATED, MOCK_MODEL, mock_complete
 from .service import ChatService
 from .upstream import UpstreamError, UpstreamResponse, path_segment
@@ -63,17 +63,9 @@ MAX_UPSTREAM_BODY_BYTES = 16 * 1024 * 1024  # a non-streamed upstream answer
 Answer = Response | StreamingResponse
 
 
-def install_llm(
-    app: App,
-    config: Config,
-    *,
-    max_jobs: int = DEFAULT_MAX_JOBS,
-    job_idle_cancel_s: float = DEFAULT_JOB_IDLE_CANCEL_S,
-    job_retention_s: float = DEFAULT_JOB_RETENTION_S,
-) -> ChatService:
+def install_llm(app: App, config: Config, jobs: JobLimits = DEFAULT_JOB_LIMITS) -> ChatService:
     """Add the model routes to ``app``, served by a ChatService built from ``config`` now."""
-    service = ChatService(config, max_jobs=max_jobs, job_idle_cancel_s=job_idle_cancel_s,
-                          job_retention_s=job_retention_s)
+    service = ChatService(config, jobs)
     app.state[STATE_KEY] = service
 
     async def stop() -> None:

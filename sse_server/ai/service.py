@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .generation import Listener, MockRun, Pacer, RelayRun, Run, Stats
-from .jobs import DEFAULT_JOB_IDLE_CANCEL_S, DEFAULT_JOB_RETENTION_S, DEFAULT_MAX_JOBS, Job, JobTable
+from .jobs import DEFAULT_JOB_LIMITS, Job, JobLimits, JobTable
 from .mockmodel import MOCK_MODEL, MockCompletion, mock_complete
 from .upstream import Endpoint, UpstreamResponse
 from .upstream import request as upstream_request
@@ -34,14 +34,7 @@ class ChatService:
     ``endpoint`` is None for the built-in mock, else the upstream relayed to.
     """
 
-    def __init__(
-        self,
-        config: Config,
-        *,
-        max_jobs: int = DEFAULT_MAX_JOBS,
-        job_idle_cancel_s: float = DEFAULT_JOB_IDLE_CANCEL_S,
-        job_retention_s: float = DEFAULT_JOB_RETENTION_S,
-    ) -> None:
+    def __init__(self, config: Config, jobs: JobLimits = DEFAULT_JOB_LIMITS) -> None:
         self.config = config
         self.stats = Stats()
         self._pacer: Pacer | None = None
@@ -51,8 +44,7 @@ class ChatService:
             log.warning("relaying %s without a key: $%s is not set", self.endpoint.url, config.upstream_key_env)
         self.first_token_s = max(config.model_first_token_ms, 0.0) / 1000
         self.interval_s = 1 / config.model_tokens_per_s if config.model_tokens_per_s > 0 else 0.0
-        self.jobs = JobTable(config, max_jobs=max_jobs, idle_cancel_s=job_idle_cancel_s,
-                             retention_s=job_retention_s)
+        self.jobs = JobTable(config, jobs)
 
     @property
     def pacer(self) -> Pacer:

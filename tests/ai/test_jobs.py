@@ -11,7 +11,7 @@ from httpx_sse import aconnect_sse
 
 from sse_server import App, Config
 from sse_server.ai import APIError, install_llm
-from sse_server.ai.jobs import MAX_JOB_EVENTS, JobTable
+from sse_server.ai.jobs import MAX_JOB_EVENTS, JobLimits, JobTable
 from sse_server.ai.mockmodel import mock_complete
 from sse_server.http11 import ChunkedDecoder
 from sse_server.sse import EventStreamParser
@@ -111,7 +111,7 @@ async def test_job_cancel_stops_generation_and_ends_streams(serve: Serve, how: s
 async def test_job_nobody_watches_is_cancelled_then_forgotten(serve: Serve) -> None:
     """A job with no subscriber for the idle limit is cancelled; a finished job is forgotten after retention."""
     app = App()
-    install_llm(app, llm_config(model_tokens_per_s=20), job_idle_cancel_s=0.2, job_retention_s=0.4, max_jobs=2)
+    install_llm(app, llm_config(model_tokens_per_s=20), JobLimits(max_jobs=2, idle_cancel_s=0.2, retention_s=0.4))
     server = await serve(app)
     async with httpx.AsyncClient(base_url=server.url) as http:
         async def start() -> httpx.Response:
@@ -141,7 +141,7 @@ class HeldRun:
 
 async def test_a_job_stops_at_its_event_limit() -> None:
     """A job whose history would pass MAX_JOB_EVENTS stops its run and ends with finish_reason "length"."""
-    table = JobTable(Config(), max_jobs=1)
+    table = JobTable(Config(), JobLimits(max_jobs=1))
     run = HeldRun()
     job = table.start("m", lambda listener: run)
     try:
@@ -156,7 +156,7 @@ async def test_a_job_stops_at_its_event_limit() -> None:
 
 async def test_a_full_table_of_running_jobs_refuses_more() -> None:
     """With max_jobs running, start() is a 429; once one has finished it makes way."""
-    table = JobTable(Config(), max_jobs=1)
+    table = JobTable(Config(), JobLimits(max_jobs=1))
     first = table.start("m", lambda listener: HeldRun())
     try:
         with pytest.raises(APIError) as info:
