@@ -20,6 +20,13 @@ if ! command -v redis-server >/dev/null && command -v apt-get >/dev/null; then
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
 fi
 
+# The scale-out tests put Debian's nginx in front of two nodes (REQUIRE_NGINX=1 makes
+# its absence a failure instead of a skip).
+if ! command -v nginx >/dev/null && [ ! -x /usr/sbin/nginx ] && command -v apt-get >/dev/null; then
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx >/dev/null
+fi
+
 python3 -m pip install -q --disable-pip-version-check -e '.[test]'
 
 # Node's eventsource package, a client in tests/test_tls.py (which skips only if npm is missing).

@@ -26,8 +26,8 @@ from sse_server.config import Config
 
 from .http_cases import get, req
 from .http_client import close, exchange, read_head
+from .processes import REPO, Running, env_for, start_cli
 
-REPO = Path(__file__).resolve().parent.parent
 
 USER_APP = textwrap.dedent(
     """
@@ -86,57 +86,10 @@ USER_APP = textwrap.dedent(
 )
 
 
-def env_for(tmp_path: Path) -> dict[str, str]:
-    """The environment for a child: the repository and the user's folder importable."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO), str(tmp_path), env.get("PYTHONPATH", "")])
-    return env
-
-
 @pytest.fixture
 def user_dir(tmp_path: Path) -> Path:
     (tmp_path / "userapp.py").write_text(USER_APP)
     return tmp_path
-
-
-class Running:
-    """A server child process and where it said it is serving."""
-
-    def __init__(self, proc: asyncio.subprocess.Process, host: str, port: int, lines: list[str]) -> None:
-        self.proc = proc
-        self.host = host
-        self.port = port
-        self.lines = lines  # every stderr line so far, kept by a drain task
-        self.drained: asyncio.Task[None] | None = None  # done once stderr reached EOF
-
-
-async def start_cli(user_dir: Path, *args: str) -> Running:
-    """Start ``python -m sse_server --port 0 ARGS`` and wait (bounded) for its "serving on" line."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "sse_server", "--port", "0", *args,
-        cwd=user_dir, env=env_for(user_dir),
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
-    )
-    assert proc.stderr is not None
-    lines: list[str] = []
-    async with asyncio.timeout(15):
-        while True:
-            raw = await proc.stderr.readline()
-            if not raw:
-                raise AssertionError(f"server exited before serving: {''.join(lines)}")
-            lines.append(raw.decode())
-            m = re.search(r"serving on http://(\S+):(\d+)", lines[-1])
-            if m:
-                break
-
-    async def drain() -> None:
-        assert proc.stderr is not None
-        while raw := await proc.stderr.readline():
-            lines.append(raw.decode())
-
-    running = Running(proc, m.group(1), int(m.group(2)), lines)
-    running.drained = asyncio.ensure_future(drain())
-    return running
 
 
 @pytest.fixture
