@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import os
 import re
 import shutil
 import signal
@@ -27,7 +26,6 @@ from sse_server.config import Config
 from .http_cases import get, req
 from .http_client import close, exchange, read_head
 from .processes import REPO, Running, env_for, start_cli
-
 
 USER_APP = textwrap.dedent(
     """
