@@ -64,13 +64,8 @@ import argparse
 import asyncio
 import json
 import os
-import shutil
-import signal
-import socket
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
@@ -82,6 +77,7 @@ from benchlib import (
     CoreMeter,
     HttpConnection,
     ProtocolError,
+    RedisProcess,
     ServerDidNotStart,
     ServerFailed,
     ServerProcess,
@@ -455,41 +451,6 @@ def median_row(runs: list[Metrics]) -> Metrics:
         else:
             row[key] = values[-1]
     return row
-
-
-class RedisProcess:
-    """A redis-server for the --redis row: a free port, a temp dir, no persistence, on ``cpu``."""
-
-    def __init__(self, cpu: int) -> None:
-        if shutil.which("redis-server") is None:
-            sys.exit("--redis needs redis-server (apt-get install redis-server)")
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            self.port = sock.getsockname()[1]
-        self.dir = tempfile.TemporaryDirectory()
-        self.proc = subprocess.Popen(
-            ["taskset", "-c", str(cpu), "redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
-             "--save", "", "--appendonly", "no", "--dir", self.dir.name],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
-        for _ in range(200):
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
-                    sock.sendall(b"PING\r\n")
-                    if sock.recv(16).startswith(b"+PONG"):
-                        return
-            except OSError:
-                time.sleep(0.02)  # a child process coming up: bounded tries
-        sys.exit("redis-server did not start")
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def stop(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
-        self.proc.wait(timeout=10)
-        self.dir.cleanup()
 
 
 def main() -> None:

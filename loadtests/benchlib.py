@@ -26,6 +26,7 @@ import importlib.util
 import os
 import resource
 import shlex
+import shutil
 import signal
 import socket
 import statistics
@@ -48,6 +49,7 @@ __all__ = [
     "REPO_ROOT",
     "ChunkedDecoder",
     "ProtocolError",
+    "RedisProcess",
     "Column",
     "CoreMeter",
     "HttpConnection",
@@ -61,6 +63,7 @@ __all__ = [
     "variant_server",
     "core_busy_seconds",
     "cpu_seconds",
+    "cpu_seconds_fine",
     "exit_on_sigterm",
     "free_port",
     "line_ending",
@@ -328,6 +331,53 @@ def _healthz_ok(port: int, timeout_s: float) -> bool:
     return head.startswith((b"HTTP/1.1 200", b"HTTP/1.0 200"))
 
 
+class RedisProcess:
+    """A redis-server for the backplane rows: a free port, a temp dir, no persistence, on ``cpu``.
+
+    Exits with an install hint when there is no redis-server; ``stop()`` ends it
+    (SIGTERM, then SIGKILL after a grace period) and removes its directory.
+    """
+
+    def __init__(self, cpu: int) -> None:
+        if shutil.which("redis-server") is None:
+            sys.exit("the Redis rows need redis-server (apt-get install redis-server)")
+        self.port = free_port()
+        self.dir = tempfile.TemporaryDirectory()
+        self.proc = subprocess.Popen(
+            ["taskset", "-c", str(cpu), "redis-server", "--port", str(self.port), "--bind", HOST,
+             "--save", "", "--appendonly", "no", "--dir", self.dir.name],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        for _ in range(200):
+            try:
+                with socket.create_connection((HOST, self.port), timeout=1) as sock:
+                    sock.sendall(b"PING\r\n")
+                    if sock.recv(16).startswith(b"+PONG"):
+                        return
+            except OSError:
+                time.sleep(0.02)  # a child process coming up: bounded tries
+        self.stop()
+        sys.exit("redis-server did not start")
+
+    @property
+    def url(self) -> str:
+        return f"redis://{HOST}:{self.port}/0"
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid  # taskset execs redis-server
+
+    def stop(self, grace_s: float = 10.0) -> None:
+        if self.proc.returncode is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=grace_s)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=grace_s)
+        self.dir.cleanup()
+
+
 # -------------------------------------------------------------------- /proc readings
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -349,6 +399,21 @@ def cpu_seconds(pid: int) -> float:
     # The command name (field 2) may hold spaces; the fields we want follow its ")".
     fields = stat[stat.rindex(b")") + 2 :].split()
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def cpu_seconds_fine(pid: int) -> float:
+    """The same user + system total as cpu_seconds, to the nanosecond when the kernel says.
+
+    /proc/PID/stat counts 10 ms ticks; /proc/PID/schedstat's first field is the
+    time the task ran, in ns (the kernel scales utime and stime to add up to
+    it). Falls back to cpu_seconds where schedstat is missing or reads 0.
+    """
+    try:
+        with open(f"/proc/{pid}/schedstat", "rb") as f:
+            ran_ns = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        ran_ns = 0
+    return ran_ns / 1e9 if ran_ns else cpu_seconds(pid)
 
 
 def core_busy_seconds() -> list[float]:
