@@ -67,6 +67,7 @@ from benchlib import (
     OUR_SERVER,
     REPO_ROOT,
     CoreMeter,
+    DataLineClient,
     HttpConnection,
     RedisProcess,
     ServerFailed,
@@ -107,40 +108,30 @@ class Tally:
     warm: int = 0  # subscribers that have received a warm-up (non-timestamp) event
 
 
-class TimedSubscriber(StreamClient):
+class TimedSubscriber(DataLineClient):
     """Reads `data:` lines: an integer is a publish time (ns), anything else a warm-up."""
 
-    __slots__ = ("_partial", "tally", "warm")
+    __slots__ = ("tally", "warm")
 
     def __init__(self, request: bytes, tally: Tally) -> None:
         super().__init__(request)
         self.tally = tally
         self.warm = False
-        self._partial = b""
 
-    def body_received(self, data: bytes) -> None:
-        now = time.time_ns()
-        if self._partial:
-            data = self._partial + data
-        end = data.rfind(b"\n") + 1  # whole lines only; the rest waits for the next read
-        self._partial = data[end:]
+    def data_line(self, value: bytes, now_ns: int) -> None:
         tally = self.tally
-        i = data.find(b"data:", 0, end)
-        while i >= 0:
-            eol = data.find(b"\n", i, end)
-            try:
-                sent = int(data[i + 5 : eol])  # int() strips " " and "\r"
-            except ValueError:
-                if not self.warm:
-                    self.warm = True
-                    tally.warm += 1
-            else:
-                latency = now - sent
-                tally.latencies_ns.append(latency)
-                first = tally.first_ns.get(sent)
-                if first is None or latency < first:
-                    tally.first_ns[sent] = latency
-            i = data.find(b"data:", eol, end)
+        try:
+            sent = int(value)  # int() strips " " and "\r"
+        except ValueError:
+            if not self.warm:
+                self.warm = True
+                tally.warm += 1
+            return
+        latency = now_ns - sent
+        tally.latencies_ns.append(latency)
+        first = tally.first_ns.get(sent)
+        if first is None or latency < first:
+            tally.first_ns[sent] = latency
 
 
 class LoadWorker:
@@ -295,10 +286,116 @@ def node_templates(variant: str, redis_url: str | None) -> list[tuple[str, tuple
     return [("node_a", backplane), ("node_b", backplane)]
 
 
+async def paced(conn: HttpConnection, path: str, events: int, rate: float) -> list[float]:
+    """Publish `events` at `rate` per second, each body time.time_ns() as it is written;
+    returns each POST's round trip, ms, sorted."""
+    loop = asyncio.get_running_loop()
+    post_ms = []
+    start = loop.time()
+    for i in range(events):
+        await asyncio.sleep(max(0.0, start + i / rate - loop.time()))
+        sent = time.time_ns()
+        await publish(conn, path, str(sent).encode())
+        post_ms.append((time.time_ns() - sent) / 1e6)
+    return sorted(post_ms)
+
+
+async def measure_quiet(
+    conn: HttpConnection, path: str, pids: Mapping[str, int], args: argparse.Namespace
+) -> tuple[Metrics, dict[str, float]]:
+    """Phases 1-3 on a channel nobody subscribes to; returns the figures and the idle CPU rates."""
+    for _ in range(WARMUP_PUBLISHES):  # the engine connects, first-use allocations happen
+        await publish(conn, path, b"warmup")
+    cpu = Cpu(pids)
+    await asyncio.sleep(args.idle_s)
+    wall, fine, _ = cpu.read()
+    idle_rate = {n: s / wall for n, s in fine.items()}
+    metrics: Metrics = {"idle_cpu_pct": {n: 100 * r for n, r in idle_rate.items()}}
+    quiet_events = max(1, round(args.rate * args.quiet_s))
+    cpu.start()
+    await paced(conn, path, quiet_events, args.rate)
+    metrics["quiet_us"], metrics["quiet_raw"] = per_event_us(cpu, quiet_events, idle_rate)
+    cpu.start()
+    started = time.perf_counter()
+    for i in range(args.burst_events):
+        await publish(conn, path, str(i).encode())
+    metrics["burst_publish_per_s"] = args.burst_events / (time.perf_counter() - started)
+    metrics["burst_us"], metrics["burst_raw"] = per_event_us(cpu, args.burst_events, idle_rate)
+    return metrics, idle_rate
+
+
+async def measure_fanout(
+    conn: HttpConnection,
+    path: str,
+    port: int,
+    pids: Mapping[str, int],
+    idle_rate: Mapping[str, float],
+    loads: Sequence[LoadProcess],
+    args: argparse.Namespace,
+) -> Metrics:
+    """Phase 4: S subscribers on the node at `port`, events published on `conn`."""
+    shares = [args.subscribers // len(loads) + (i < args.subscribers % len(loads)) for i in range(len(loads))]
+    replies = await asyncio.gather(*(
+        load.call(args.timeout + 5, op="subscribe", port=port, path=path, count=n, timeout=args.timeout)
+        for load, n in zip(loads, shares, strict=True)
+    ))  # fmt: skip
+    subscribed = sum(r["subscribed"] for r in replies)
+    metrics: Metrics = {"subscribed": subscribed, "subscribe_failed": sum(r["failed"] for r in replies)}
+    warm = 0
+    for _ in range(WARMUP_TRIES):  # until every subscriber got one: the subscribed node's pub/sub is live
+        await publish(conn, path, b"warmup")
+        await asyncio.sleep(0.1)
+        warm = sum([(await load.call(args.timeout, op="warm"))["warm"] for load in loads])
+        if warm >= subscribed:
+            break
+    metrics["warm"] = warm
+    await asyncio.sleep(0.5)  # the last warm-up events drain
+    for load in loads:
+        await load.call(args.timeout, op="reset")
+
+    events = max(1, round(args.rate * args.duration))
+    meter = CoreMeter([args.server_cpu, args.load_cpu])
+    load0 = sum(cpu_seconds_fine(load.pid) for load in loads) + time.process_time()
+    cpu = Cpu(pids)
+    post_ms = await paced(conn, path, events, args.rate)
+    collected = await asyncio.gather(*(
+        load.call(args.timeout + 10, op="collect", expected=events * n, stall_s=5, timeout=args.timeout)
+        for load, n in zip(loads, shares, strict=True)
+    ))  # fmt: skip
+    metrics["fan_us"], raw = per_event_us(cpu, events, idle_rate)
+    load_cpu_s = sum(cpu_seconds_fine(load.pid) for load in loads) + time.process_time() - load0
+    server_side = sum(raw[f"{n}_s"] for n in pids if n != "redis")
+    redis_s = raw.get("redis_s", 0.0)
+    metrics |= {
+        "fan_raw": raw,
+        "others_pct": meter.foreign_pct({args.server_cpu: server_side, args.load_cpu: load_cpu_s + redis_s}),
+        "load_cpu_pct": 100 * load_cpu_s / raw["wall_s"],
+    }
+
+    latencies = sorted(us for reply in collected for us in reply["latencies_us"])
+    firsts: dict[str, int] = {}
+    for reply in collected:
+        for k, v in reply["first_us"].items():
+            firsts[k] = min(v, firsts.get(k, v))
+    first = sorted(firsts.values())
+    return metrics | {
+        "events": events,
+        "deliveries": len(latencies),
+        "lost": events * subscribed - len(latencies),
+        "p50_ms": percentile(latencies, 50) / 1e3,
+        "p99_ms": percentile(latencies, 99) / 1e3,
+        "max_ms": (latencies[-1] / 1e3) if latencies else float("nan"),
+        "first_p50_ms": percentile(first, 50) / 1e3,
+        "first_p99_ms": percentile(first, 99) / 1e3,
+        "post_p50_ms": percentile(post_ms, 50),
+        "post_p99_ms": percentile(post_ms, 99),
+    }
+
+
 async def run_variant(
     variant: str, rep: int, args: argparse.Namespace, redis: RedisProcess | None, loads: Sequence[LoadProcess]
 ) -> Metrics:
-    loop = asyncio.get_running_loop()
+    """One run of a variant on fresh nodes, stopped (and the subscribers closed) on the way out."""
     nodes: list[ServerProcess] = []
     try:
         for name, template in node_templates(variant, redis.url if redis else None):
@@ -307,99 +404,19 @@ async def run_variant(
         pids = {n.name: n.pid for n in nodes}
         if variant != "in-process" and redis is not None:
             pids["redis"] = redis.pid
-        quiet_path = f"/channels/quiet-{variant}-{rep}/events"
-        fan_path = f"/channels/fan-{variant}-{rep}/events"
         metrics: Metrics = {"variant": variant, "repeat": rep + 1}
         async with HttpConnection(pub.port, timeout_s=args.timeout) as conn:
-            # 1. warm-up: the engine connects, first-use allocations happen.
-            for _ in range(WARMUP_PUBLISHES):
-                await publish(conn, quiet_path, b"warmup")
-            # 2. idle: background CPU per second of each process.
-            cpu = Cpu(pids)
-            await asyncio.sleep(args.idle_s)
-            wall, fine, _ = cpu.read()
-            idle_rate = {n: s / wall for n, s in fine.items()}
-            metrics["idle_cpu_pct"] = {n: 100 * r for n, r in idle_rate.items()}
-            # 3. 0 subscribers: publishes back to back.
-            cpu.start()
-            started = time.perf_counter()
-            for i in range(args.burst_events):
-                await publish(conn, quiet_path, str(i).encode())
-            metrics["quiet_publish_per_s"] = args.burst_events / (time.perf_counter() - started)
-            metrics["quiet_us"], metrics["quiet_raw"] = per_event_us(cpu, args.burst_events, idle_rate)
-
-            # 4. S subscribers on the subscribed node, spread over the load processes.
-            shares = [args.subscribers // len(loads) + (i < args.subscribers % len(loads)) for i in range(len(loads))]
-            replies = await asyncio.gather(*(
-                load.call(args.timeout + 5, op="subscribe", port=sub.port, path=fan_path, count=n, timeout=args.timeout)
-                for load, n in zip(loads, shares, strict=True)
-            ))  # fmt: skip
-            subscribed = sum(r["subscribed"] for r in replies)
-            metrics["subscribed"] = subscribed
-            metrics["subscribe_failed"] = sum(r["failed"] for r in replies)
-            warm = 0
-            for _ in range(WARMUP_TRIES):  # until every subscriber got one: B's pub/sub is live
-                await publish(conn, fan_path, b"warmup")
-                await asyncio.sleep(0.1)
-                warm = sum([(await load.call(args.timeout, op="warm"))["warm"] for load in loads])
-                if warm >= subscribed:
-                    break
-            metrics["warm"] = warm
-            await asyncio.sleep(0.5)  # the last warm-up events drain
-            for load in loads:
-                await load.call(args.timeout, op="reset")
-
-            events = max(1, round(args.rate * args.duration))
-            meter = CoreMeter([args.server_cpu, args.load_cpu])
-            own0 = {n: cpu_seconds_fine(p) for n, p in pids.items()}
-            load0 = sum(cpu_seconds_fine(load.pid) for load in loads) + time.process_time()
-            cpu.start()
-            post_ms: list[float] = []
-            start = loop.time()
-            for i in range(events):
-                await asyncio.sleep(max(0.0, start + i / args.rate - loop.time()))
-                sent = time.time_ns()
-                await publish(conn, fan_path, str(sent).encode())
-                post_ms.append((time.time_ns() - sent) / 1e6)
-            collected = await asyncio.gather(*(
-                load.call(args.timeout + 10, op="collect", expected=events * n, stall_s=5, timeout=args.timeout)
-                for load, n in zip(loads, shares, strict=True)
-            ))  # fmt: skip
-            metrics["fan_us"], metrics["fan_raw"] = per_event_us(cpu, events, idle_rate)
-            own = {n: cpu_seconds_fine(p) - own0[n] for n, p in pids.items()}
-            load_cpu_s = sum(cpu_seconds_fine(load.pid) for load in loads) + time.process_time() - load0
-            server_side = sum(s for n, s in own.items() if n != "redis")
-            metrics["others_pct"] = meter.foreign_pct(
-                {args.server_cpu: server_side, args.load_cpu: load_cpu_s + own.get("redis", 0.0)}
-            )
-            metrics["load_cpu_pct"] = 100 * load_cpu_s / metrics["fan_raw"]["wall_s"]
-            for load in loads:
-                await load.call(args.timeout, op="close")
-
-        latencies = sorted(us for reply in collected for us in reply["latencies_us"])
-        firsts: dict[str, int] = {}
-        for reply in collected:
-            for k, v in reply["first_us"].items():
-                firsts[k] = min(v, firsts.get(k, v))
-        first = sorted(firsts.values())
-        post_ms.sort()
-        metrics |= {
-            "events": events,
-            "deliveries": len(latencies),
-            "lost": events * subscribed - len(latencies),
-            "p50_ms": percentile(latencies, 50) / 1e3,
-            "p99_ms": percentile(latencies, 99) / 1e3,
-            "max_ms": (latencies[-1] / 1e3) if latencies else float("nan"),
-            "first_p50_ms": percentile(first, 50) / 1e3,
-            "first_p99_ms": percentile(first, 99) / 1e3,
-            "post_p50_ms": percentile(post_ms, 50),
-            "post_p99_ms": percentile(post_ms, 99),
-        }
+            quiet, idle_rate = await measure_quiet(conn, f"/channels/quiet-{variant}-{rep}/events", pids, args)
+            fan_path = f"/channels/fan-{variant}-{rep}/events"
+            metrics |= quiet | await measure_fanout(conn, fan_path, sub.port, pids, idle_rate, loads, args)
         for node in nodes:
             if not node.alive():
                 raise ServerFailed(f"{node.name} exited during the run: {node.log_tail()}")
         return metrics
     finally:
+        for load in loads:
+            with contextlib.suppress(ServerFailed, TimeoutError, OSError):
+                await load.call(args.timeout, op="close")
         for node in nodes:
             node.stop()
 
@@ -428,9 +445,9 @@ def summarize(runs: Sequence[Metrics]) -> dict[str, Metrics]:
             "lost": sum(r["lost"] for r in mine),
         }
         for key in ("p50_ms", "p99_ms", "max_ms", "first_p50_ms", "first_p99_ms", "post_p50_ms", "post_p99_ms",
-                    "quiet_publish_per_s", "others_pct", "load_cpu_pct"):  # fmt: skip
+                    "burst_publish_per_s", "others_pct", "load_cpu_pct"):  # fmt: skip
             row[key] = med(lambda r, k=key: r[k])
-        for phase in ("quiet", "fan"):
+        for phase in ("quiet", "burst", "fan"):
             row[f"{phase}_node_us"] = med(lambda r, p=phase: node_sum(r[f"{p}_us"]))
             if any("redis" in r[f"{phase}_us"] for r in mine):
                 row[f"{phase}_redis_us"] = med(lambda r, p=phase: r[f"{p}_us"]["redis"])
@@ -444,7 +461,7 @@ def summarize(runs: Sequence[Metrics]) -> dict[str, Metrics]:
                 continue
             for key in ("p50_ms", "p99_ms", "first_p50_ms", "first_p99_ms", "post_p50_ms"):
                 row[f"extra_{key}"] = row[key] - base[key]
-            for phase in ("quiet", "fan"):
+            for phase in ("quiet", "burst", "fan"):
                 row[f"engine_{phase}_node_us"] = row[f"{phase}_node_us"] - base[f"{phase}_node_us"]
     return rows
 
@@ -485,16 +502,20 @@ def tables(rows: Mapping[str, Metrics], args: argparse.Namespace) -> str:
         "| | " + " | ".join(names) + " |",
         "|---|" + "---:|" * len(names),
     ]
+    rate = f"{args.rate:g}/s"
     cpu_rows = [
-        ("nodes, 0 subscribers", "quiet_node_us"),
+        (f"nodes, 0 subscribers, {rate}", "quiet_node_us"),
         (f"  engine's share (minus {BASELINE})", "engine_quiet_node_us"),
-        ("  redis-server, 0 subscribers", "quiet_redis_us"),
-        (f"nodes, {args.subscribers:,} subscribers", "fan_node_us"),
+        (f"  redis-server, 0 subscribers, {rate}", "quiet_redis_us"),
+        ("nodes, 0 subscribers, back to back", "burst_node_us"),
+        (f"  engine's share (minus {BASELINE})", "engine_burst_node_us"),
+        ("  redis-server, 0 subscribers, back to back", "burst_redis_us"),
+        (f"nodes, {args.subscribers:,} subscribers, {rate}", "fan_node_us"),
         (f"  engine's share (minus {BASELINE})", "engine_fan_node_us"),
-        (f"  redis-server, {args.subscribers:,} subscribers", "fan_redis_us"),
+        (f"  redis-server, {args.subscribers:,} subscribers, {rate}", "fan_redis_us"),
         ("  of which node A (publishes)", "fan_node_a_us"),
         ("  of which node B (subscribed)", "fan_node_b_us"),
-        ("publishes/s, 0 subscribers, one connection", "quiet_publish_per_s"),
+        ("publishes/s back to back, one connection", "burst_publish_per_s"),
         ("load processes' CPU % (fan-out)", "load_cpu_pct"),
         ("others' CPU % (max of the two CPUs)", "others_pct"),
     ]
@@ -527,7 +548,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--rate", type=float, default=10.0, help="fan-out publishes per second")
     parser.add_argument("--duration", type=float, default=25.0, help="seconds of fan-out publishing per run")
     parser.add_argument("--repeats", type=int, default=3, help="runs per variant, interleaved")
-    parser.add_argument("--burst-events", type=int, default=2000, help="back-to-back publishes with 0 subscribers")
+    parser.add_argument("--quiet-s", type=float, default=None,
+                        help="seconds of publishing at --rate with 0 subscribers (default: --duration, at most 10)")
+    parser.add_argument("--burst-events", type=int, default=1000, help="back-to-back publishes with 0 subscribers")
     parser.add_argument("--idle-s", type=float, default=3.0, help="seconds of idle CPU measured per run")
     parser.add_argument("--load-procs", type=int, default=1, help="load processes the subscribers are spread over")
     parser.add_argument("--only", action="append", help="variants to run (repeat or comma-separate): "
@@ -544,8 +567,11 @@ def parse_args() -> argparse.Namespace:
     if unknown:
         parser.error(f"unknown variant(s) {sorted(unknown)}; known: {', '.join(VARIANTS)}")
     args.variants = [v for v in VARIANTS if v in wanted]
+    if args.quiet_s is None:
+        args.quiet_s = min(10.0, args.duration)
     bounds = {"--subscribers": args.subscribers >= 1, "--rate": 0 < args.rate <= 1000,
-              "--duration": 0 < args.duration <= 3600, "--repeats": 1 <= args.repeats <= 100,
+              "--duration": 0 < args.duration <= 3600, "--quiet-s": 0 < args.quiet_s <= 3600,
+              "--repeats": 1 <= args.repeats <= 100,
               "--burst-events": 1 <= args.burst_events <= 1_000_000, "--idle-s": 0 < args.idle_s <= 600,
               "--load-procs": 1 <= args.load_procs <= 16, "--timeout": args.timeout > 0}  # fmt: skip
     for flag, ok in bounds.items():
@@ -566,8 +592,8 @@ async def bench(args: argparse.Namespace) -> None:
                 print(f"run {rep + 1}/{args.repeats} {variant} ...", file=sys.stderr, flush=True)
                 try:
                     metrics = await run_variant(variant, rep, args, redis, loads)
-                except ServerFailed as exc:
-                    print(f"{variant}: failed: {exc}", file=sys.stderr)
+                except (ServerFailed, OSError, TimeoutError, asyncio.IncompleteReadError, ValueError) as exc:
+                    print(f"{variant}: run {rep + 1} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
                     continue
                 runs.append(metrics)
                 print(
@@ -603,7 +629,10 @@ def main() -> None:
         return
     pin_self(args.load_cpu)
     raise_nofile_limit(256)
-    asyncio.run(bench(args))
+    try:
+        asyncio.run(bench(args))
+    except KeyboardInterrupt:  # every process started was stopped on the way out
+        sys.exit("interrupted")
 
 
 if __name__ == "__main__":

@@ -75,6 +75,7 @@ from benchlib import (
     OUR_SERVER,
     Column,
     CoreMeter,
+    DataLineClient,
     HttpConnection,
     ProtocolError,
     RedisProcess,
@@ -151,31 +152,20 @@ class FanoutStats:
     other: int = 0  # data lines that are not timestamps (the warm-up events)
 
 
-class FanoutSubscriber(StreamClient):
+class FanoutSubscriber(DataLineClient):
     """Counts `data:` lines; a data line holding an integer is a publish timestamp."""
 
-    __slots__ = ("_partial", "stats")
+    __slots__ = ("stats",)
 
     def __init__(self, request: bytes, stats: FanoutStats) -> None:
         super().__init__(request)
         self.stats = stats
-        self._partial = b""
 
-    def body_received(self, data: bytes) -> None:
-        now = time.time_ns()
-        if self._partial:
-            data = self._partial + data
-        end = data.rfind(b"\n") + 1  # parse whole lines only; keep the rest
-        self._partial = data[end:]
-        stats = self.stats
-        i = data.find(b"data:", 0, end)
-        while i >= 0:
-            eol = data.find(b"\n", i, end)
-            try:
-                stats.latencies_ns.append(now - int(data[i + 5 : eol]))  # int() strips " " and "\r"
-            except ValueError:
-                stats.other += 1
-            i = data.find(b"data:", eol, end)
+    def data_line(self, value: bytes, now_ns: int) -> None:
+        try:
+            self.stats.latencies_ns.append(now_ns - int(value))  # int() strips " " and "\r"
+        except ValueError:
+            self.stats.other += 1
 
 
 async def publish(conn: HttpConnection, path: str, body: bytes) -> int | None:

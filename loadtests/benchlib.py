@@ -52,6 +52,7 @@ __all__ = [
     "RedisProcess",
     "Column",
     "CoreMeter",
+    "DataLineClient",
     "HttpConnection",
     "SSEEventCounter",
     "ServerDidNotStart",
@@ -731,6 +732,37 @@ class StreamClient(asyncio.Protocol):
 
     def body_ended(self) -> None:
         """Override: called once when a chunked body ends properly."""
+
+
+class DataLineClient(StreamClient):
+    """A StreamClient that hands the value of each complete ``data:`` line to data_line().
+
+    Lines are cut at LF (CRLF leaves a trailing CR in the value); a line split
+    across reads waits for its end. ``now_ns`` is time.time_ns() when the read
+    arrived, the same for every line of it.
+    """
+
+    __slots__ = ("_partial",)
+
+    def __init__(self, request: bytes) -> None:
+        super().__init__(request)
+        self._partial = b""
+
+    def body_received(self, data: bytes) -> None:
+        now = time.time_ns()
+        if self._partial:
+            data = self._partial + data
+        end = data.rfind(b"\n") + 1  # whole lines only; the rest waits for the next read
+        self._partial = data[end:]
+        data_line = self.data_line
+        i = data.find(b"data:", 0, end)
+        while i >= 0:
+            eol = data.find(b"\n", i, end)
+            data_line(data[i + 5 : eol], now)
+            i = data.find(b"data:", eol, end)
+
+    def data_line(self, value: bytes, now_ns: int) -> None:
+        """Override: one data line's value (after "data:", leading space included)."""
 
 
 async def open_clients(
