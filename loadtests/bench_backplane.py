@@ -349,6 +349,8 @@ async def measure_fanout(
         if warm >= subscribed:
             break
     metrics["warm"] = warm
+    if warm < subscribed:
+        print(f"warning: only {warm}/{subscribed} subscribers got a warm-up event", file=sys.stderr)
     await asyncio.sleep(0.5)  # the last warm-up events drain
     for load in loads:
         await load.call(args.timeout, op="reset")
@@ -359,8 +361,8 @@ async def measure_fanout(
     cpu = Cpu(pids)
     post_ms = await paced(conn, path, events, args.rate)
     collected = await asyncio.gather(*(
-        load.call(args.timeout + 10, op="collect", expected=events * n, stall_s=5, timeout=args.timeout)
-        for load, n in zip(loads, shares, strict=True)
+        load.call(args.timeout + 10, op="collect", expected=events * r["subscribed"], stall_s=5, timeout=args.timeout)
+        for load, r in zip(loads, replies, strict=True)
     ))  # fmt: skip
     metrics["fan_us"], raw = per_event_us(cpu, events, idle_rate)
     load_cpu_s = sum(cpu_seconds_fine(load.pid) for load in loads) + time.process_time() - load0
