@@ -21,8 +21,9 @@ Per variant run:
   1. warm-up: a few publishes to a channel nobody subscribes to (the engine connects);
   2. idle: ``--idle-s`` with nothing sent, the background CPU rate of every process
      (timers, Redis's cron), later subtracted from the windows below;
-  3. 0 subscribers: ``--burst-events`` publishes back to back to that channel,
-     server CPU per event (nodes, and redis-server apart);
+  3. 0 subscribers: ``--quiet-s`` of publishes at ``--rate`` to that channel, then
+     ``--burst-events`` back to back; server CPU per event of each (nodes, and
+     redis-server apart);
   4. S subscribers (``--subscribers``) on the fan-out channel of the subscribing
      node; warm-up events until each of them has received one (pub/sub on B is
      live), then ``--rate`` events/s for ``--duration`` s, each event's data being
@@ -37,7 +38,7 @@ a check). The engine's share of an event is the Redis variant's node CPU per
 event minus the in-process one; redis-server's own CPU per event is on top.
 
 Usage (from the repository root):
-    python loadtests/bench_backplane.py                         # 3 x 25 s per variant
+    python loadtests/bench_backplane.py                         # 3 x 25 s per variant, about 7 min
     python loadtests/bench_backplane.py --duration 5 --repeats 1  # quick check, about 1 min
     python loadtests/bench_backplane.py --only in-process,cross-node --subscribers 2000
 
