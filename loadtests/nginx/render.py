@@ -59,6 +59,7 @@ def prepare(
     tls_listen: str,
     certfile: str,
     keyfile: str,
+    worker_processes: str = "1",
     worker_connections: int = 1024,
     rlimit_nofile: int = 4096,
     access_log: bool = False,
@@ -73,7 +74,7 @@ def prepare(
     servers = "\n        ".join(f"server {node} max_fails=1 fail_timeout=5s;" for node in nodes)
     conf = prefix / "nginx.conf"
     conf.write_text(render({
-        "WORKER_PROCESSES": "1",
+        "WORKER_PROCESSES": worker_processes,
         "WORKER_RLIMIT_NOFILE": str(rlimit_nofile),
         "WORKER_CONNECTIONS": str(worker_connections),
         "PREFIX": str(prefix),
@@ -110,12 +111,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--certfile", required=True)
     p.add_argument("--keyfile", required=True)
     p.add_argument("--prefix", type=Path, required=True, help="folder for nginx.conf, pid, logs, temp files")
+    p.add_argument("--worker-processes", default="auto", help="a number, or auto: one per core")
     p.add_argument("--worker-connections", type=int, default=16384)
     p.add_argument("--rlimit-nofile", type=int, default=20000)
     args = p.parse_args(argv)
     conf = prepare(args.prefix, args.node, plain_listen=args.plain, tls_listen=args.tls,
                    certfile=str(Path(args.certfile).resolve()), keyfile=str(Path(args.keyfile).resolve()),
-                   worker_connections=args.worker_connections, rlimit_nofile=args.rlimit_nofile)
+                   worker_processes=args.worker_processes, worker_connections=args.worker_connections,
+                   rlimit_nofile=args.rlimit_nofile)
     print(" ".join(f"'{a}'" if " " in a else a for a in command(conf, find_nginx() or DEBIAN_NGINX)))
     return 0
 
