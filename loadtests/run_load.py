@@ -553,9 +553,14 @@ def main(argv: list[str] | None = None) -> int:
         "hold_s": tally.get("hold_s"),
         "tally": tally,
         "resources": res,
-        "problems": problems,
-        "passed": not problems,
     }
+    return conclude(out, record, problems)
+
+
+def conclude(out: Path, record: dict[str, Any], problems: list[str]) -> int:
+    """Write summary.json (the record, the problems, the verdict), print the verdict,
+    and return the exit status: 0 passed, 1 a threshold missed."""
+    record = {**record, "problems": problems, "passed": not problems}
     (out / "summary.json").write_text(json.dumps(record, indent=2) + "\n")
     if problems:
         print("FAILED:\n  " + "\n  ".join(problems))

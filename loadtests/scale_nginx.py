@@ -217,15 +217,8 @@ def main(argv: list[str] | None = None) -> int:
         "hold_s": tally.get("hold_s"),
         "tally": tally,
         "processes": usage,
-        "problems": problems,
-        "passed": not problems,
     }
-    (out / "summary.json").write_text(json.dumps(record, indent=2) + "\n")
-    if problems:
-        print("FAILED:\n  " + "\n  ".join(problems))
-        return 1
-    print(f"PASSED (reports in {out})")
-    return 0
+    return run_load.conclude(out, record, problems)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ The browser trusts only the test certificate, by its public key's hash
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import urllib.request
 from collections.abc import Iterator
@@ -61,45 +62,40 @@ def publish(st: ServerThread, data: str) -> None:
         assert reply.status == 202
 
 
-def open_page(browser: Any, url: str) -> Any:
-    context = browser.new_context()
-    page = context.new_page()
-    page.set_default_timeout(15_000)
-    page.goto(url)
-    return context, page
-
-
-def test_ten_eventsources_are_live_at_once_over_http2(
-        trusting_browser: Any, live_server: Any, tls_files: TLSFiles, tmp_path: Path) -> None:
-    """Over HTTP/2 through nginx, ten EventSources of one page all open and all receive one publish."""
-    st = live_server(create_app)
+@contextlib.contextmanager
+def page_through_nginx(
+        browser: Any, st: ServerThread, tls_files: TLSFiles, tmp_path: Path, *, tls: bool) -> Iterator[Any]:
+    """A page of the demo loaded through nginx: its HTTP/2 + TLS listener, or its plain HTTP/1.1 one."""
     with NginxServer(tmp_path, [f"127.0.0.1:{st.server.port}"], tls_files) as nginx:
-        context, page = open_page(trusting_browser, f"https://127.0.0.1:{nginx.tls_port}/")
+        context = browser.new_context()
         try:
-            assert page.evaluate("performance.getEntriesByType('navigation')[0].nextHopProtocol") == "h2"
-            page.evaluate(OPEN_SOURCES, SOURCES)
-            page.wait_for_function(f"window.opened === {SOURCES}")
-            publish(st, "to all")
-            page.wait_for_function(f"window.got === {SOURCES}")
-            assert page.evaluate("window.sources.every(s => s.readyState === EventSource.OPEN)")
+            page = context.new_page()
+            page.set_default_timeout(15_000)
+            page.goto(f"https://127.0.0.1:{nginx.tls_port}/" if tls else f"http://127.0.0.1:{nginx.plain_port}/")
+            yield page
         finally:
             context.close()
 
 
-def test_over_http1_the_seventh_eventsource_waits(
-        trusting_browser: Any, live_server: Any, tls_files: TLSFiles, tmp_path: Path) -> None:
-    """Over HTTP/1.1 through nginx the same page gets six EventSources open; the other four wait."""
+def protocol(page: Any) -> str:
+    return str(page.evaluate("performance.getEntriesByType('navigation')[0].nextHopProtocol"))
+
+
+@pytest.mark.parametrize(("tls", "wanted_protocol", "live"), [
+    (True, "h2", SOURCES),  # one connection, ten streams
+    (False, "http/1.1", HTTP1_CONNECTIONS_PER_HOST),  # the contrast: the seventh waits
+])
+def test_eventsources_live_at_once_through_nginx(
+        trusting_browser: Any, live_server: Any, tls_files: TLSFiles, tmp_path: Path,
+        tls: bool, wanted_protocol: str, live: int) -> None:
+    """Ten EventSources on one page through nginx: all ten live over HTTP/2; six over HTTP/1.1, four waiting."""
     st = live_server(create_app)
-    with NginxServer(tmp_path, [f"127.0.0.1:{st.server.port}"], tls_files) as nginx:
-        context, page = open_page(trusting_browser, f"http://127.0.0.1:{nginx.plain_port}/")
-        try:
-            assert page.evaluate("performance.getEntriesByType('navigation')[0].nextHopProtocol") == "http/1.1"
-            page.evaluate(OPEN_SOURCES, SOURCES)
-            page.wait_for_function(f"window.opened === {HTTP1_CONNECTIONS_PER_HOST}")
-            publish(st, "to all")  # time passes, events flow; still nobody else gets in
-            page.wait_for_function(f"window.got === {HTTP1_CONNECTIONS_PER_HOST}")
-            assert page.evaluate("window.opened") == HTTP1_CONNECTIONS_PER_HOST
-            waiting = page.evaluate("window.sources.filter(s => s.readyState === EventSource.CONNECTING).length")
-            assert waiting == SOURCES - HTTP1_CONNECTIONS_PER_HOST
-        finally:
-            context.close()
+    with page_through_nginx(trusting_browser, st, tls_files, tmp_path, tls=tls) as page:
+        assert protocol(page) == wanted_protocol
+        page.evaluate(OPEN_SOURCES, SOURCES)
+        page.wait_for_function(f"window.opened === {live}")
+        publish(st, "to all")  # published once `live` are open; time passes while it flows
+        page.wait_for_function(f"window.got === {live}")
+        assert page.evaluate("window.opened") == live
+        waiting = page.evaluate("window.sources.filter(s => s.readyState === EventSource.CONNECTING).length")
+        assert waiting == SOURCES - live
