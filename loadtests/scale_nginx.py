@@ -193,6 +193,9 @@ def main(argv: list[str] | None = None) -> int:
                 s.stop()
             if redis is not None:
                 redis.stop()
+            error_log = work / "nginx" / "error.log"
+            if error_log.exists():
+                shutil.copyfile(error_log, out / "nginx_error.log")
 
     stats = run_load.read_stats(out / "locust_stats.csv")
     tally_path = out / "tally.json"

@@ -71,7 +71,7 @@ def prepare(
     prefix = prefix.resolve()
     for name in TEMP_DIRS:
         (prefix / name).mkdir(parents=True, exist_ok=True)
-    servers = "\n        ".join(f"server {node} max_fails=1 fail_timeout=5s;" for node in nodes)
+    servers = "\n        ".join(f"server {node} max_fails=3 fail_timeout=5s;" for node in nodes)
     conf = prefix / "nginx.conf"
     conf.write_text(render({
         "WORKER_PROCESSES": worker_processes,
