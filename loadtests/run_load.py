@@ -401,6 +401,10 @@ def check(
             )
         if at_stop != wanted:
             problems.append(f"{at_stop} of {wanted} subscribers connected at the end")
+        if tally.get("lost") is None:
+            problems.append("Locust did not count lost events (no tally at quit)")
+        elif tally["lost"]:
+            problems.append(f"{tally['lost']} accepted events did not reach a subscriber that was following")
         if tally.get("drops") or tally.get("reordered") or tally.get("resets"):
             problems.append(
                 f"streams: {tally['drops']} dropped, {tally['reordered']} repeated or older ids, "
@@ -421,6 +425,18 @@ def check(
                 f"(--{th.flag.replace('_', '-')})"
             )
     return problems
+
+
+def gzip_report(out: Path) -> None:
+    """Replace Locust's report.html in ``out`` by report.html.gz (a third of its ~1 MB)."""
+    html = out / "report.html"
+    if html.exists():
+        with (
+            open(html, "rb") as src,
+            gzip.open(out / "report.html.gz", "wb", compresslevel=9) as dst,
+        ):
+            shutil.copyfileobj(src, dst)
+        html.unlink()
 
 
 def summary_table(stats: dict[tuple[str, str], dict[str, str]]) -> str:
@@ -516,21 +532,16 @@ def main(argv: list[str] | None = None) -> int:
                 ]
             )
     problems = check(args, stats, tally, locust_rc, server_alive)
-    html = out / "report.html"
-    if args.gzip_html and html.exists():
-        with (
-            open(html, "rb") as src,
-            gzip.open(out / "report.html.gz", "wb", compresslevel=9) as dst,
-        ):
-            shutil.copyfileobj(src, dst)
-        html.unlink()
+    if args.gzip_html:
+        gzip_report(out)
 
     print(summary_table(stats))
     if "SSESubscriber" in classes:
         print(
             f"subscribers: {tally.get('min_connected_in_hold')} of {args.users} held for "
             f"{tally.get('hold_s')} s (peak {tally.get('peak_connected')}, at end "
-            f"{tally.get('at_stop', {}).get('connected')}), {tally.get('events')} events received"
+            f"{tally.get('at_stop', {}).get('connected')}), {tally.get('events')} events received, "
+            f"{tally.get('lost')} lost"
         )
     print("resources: " + ", ".join(f"{k} {v}" for k, v in res.items()))
     record = {
@@ -542,9 +553,14 @@ def main(argv: list[str] | None = None) -> int:
         "hold_s": tally.get("hold_s"),
         "tally": tally,
         "resources": res,
-        "problems": problems,
-        "passed": not problems,
     }
+    return conclude(out, record, problems)
+
+
+def conclude(out: Path, record: dict[str, Any], problems: list[str]) -> int:
+    """Write summary.json (the record, the problems, the verdict), print the verdict,
+    and return the exit status: 0 passed, 1 a threshold missed."""
+    record = {**record, "problems": problems, "passed": not problems}
     (out / "summary.json").write_text(json.dumps(record, indent=2) + "\n")
     if problems:
         print("FAILED:\n  " + "\n  ".join(problems))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from collections.abc import Callable
 
 from sse_server.http11 import ChunkedDecoder
 from sse_server.sse import Event, EventStreamParser
@@ -119,3 +120,54 @@ class SSEClient:
             await self.writer.wait_closed()
         except ConnectionError:
             pass
+
+
+class ResumingSubscriber:
+    """An EventSource as a browser runs one: when its stream breaks it reconnects with
+    ``Last-Event-ID``, and keeps every event it was given, in order, across connections.
+
+        sub = ResumingSubscriber(port, "/channels/c/events")
+        task = asyncio.create_task(sub.follow(lambda e: e.data == "last"))
+        await sub.connected.wait()
+    """
+
+    def __init__(self, port: int, path: str, *, max_connects: int = 20, retry_s: float = 0.05) -> None:
+        self.port = port
+        self.path = path
+        self.max_connects = max_connects  # bounds the reconnect loop of a server that keeps failing
+        self.retry_s = retry_s
+        self.events: list[Event] = []
+        self.connects = 0  # responses with status 200
+        self.drops = 0  # streams that broke before the last event
+        self.refused: list[str] = []  # why a connect did not give a stream (refused, status)
+        self.last_event_id = ""
+        self.connected = asyncio.Event()  # the first stream is open
+
+    async def follow(self, last: Callable[[Event], bool]) -> None:
+        """Read (and reconnect) until an event for which ``last(event)`` holds."""
+        for _ in range(self.max_connects):
+            headers = {"Last-Event-ID": self.last_event_id} if self.last_event_id else {}
+            try:
+                client = await SSEClient.connect(self.port, self.path, headers=headers)
+            except (OSError, asyncio.IncompleteReadError) as e:
+                self.refused.append(repr(e))
+                await asyncio.sleep(self.retry_s)
+                continue
+            try:
+                if client.reply.status != 200:
+                    self.refused.append(f"status {client.reply.status}")
+                else:
+                    self.connects += 1
+                    self.connected.set()
+                    while True:
+                        event = await client.next_event()
+                        self.events.append(event)
+                        self.last_event_id = event.id or self.last_event_id
+                        if last(event):
+                            return
+            except EOFError:
+                self.drops += 1
+            finally:
+                await client.close()
+            await asyncio.sleep(self.retry_s)  # an EventSource waits its retry: before reconnecting
+        raise AssertionError(f"gave up after {self.max_connects} connects: {self.refused[-3:]}")

@@ -6,14 +6,23 @@ name per measurement (run_load.py looks its thresholds up by those names).
 What Locust has no table for, whether every subscriber's stream stayed open
 while the load was held, is counted in ``TALLY`` and written as JSON at the end
 (``--summary-json``).
+
+Lost events (``DELIVERIES``): publishers and subscribers share this process, so
+the publishers note the sequence number of every event a 202 accepted, and each
+subscriber the range of sequence numbers it saw (first to last, across its
+resumes). Every accepted event of a channel inside a subscriber's range must have
+reached that subscriber; ``lost`` counts the ones that did not. The ends of a range
+are where the subscriber joined and where the run stopped, not losses.
 """
 
 from __future__ import annotations
 
+import bisect
 import gc
 import json
 import random
 import time
+from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -25,7 +34,10 @@ from locust.env import Environment
 from .wire import Connection
 
 __all__ = [
+    "DELIVERIES",
+    "Deliveries",
     "RequestUser",
+    "Span",
     "SSE",
     "CHAT",
     "PAGE",
@@ -56,6 +68,7 @@ class Tally:
     drops: int = 0  # streams that ended or broke while the test ran
     reordered: int = 0  # events whose id was not greater than the previous one's
     resets: int = 0  # streams the server had to reset (resume id it no longer knew)
+    lost: int | None = None  # accepted events a subscriber should have had and did not (at quit)
     events: int = 0  # events received by all subscribers
     hold_started_at: float | None = None  # time.time() when every user was spawned and connected
     hold_ended_at: float | None = None  # time.time() at test_stopping
@@ -94,6 +107,52 @@ class Tally:
 
 
 TALLY = Tally()
+
+
+@dataclass(slots=True)
+class Span:
+    """The sequence numbers one subscriber saw on its channel: first and last (None: none yet)."""
+
+    channel: str
+    first: int | None = None
+    last: int | None = None
+
+
+@dataclass(slots=True)
+class Deliveries:
+    """Accepted events per channel and who received them; ``lost()`` compares the two."""
+
+    accepted: defaultdict[str, list[int]] = field(default_factory=lambda: defaultdict(list))
+    received: defaultdict[str, Counter[int]] = field(default_factory=lambda: defaultdict(Counter))
+    spans: list[Span] = field(default_factory=list)
+
+    def span(self, channel: str) -> Span:
+        span = Span(channel)
+        self.spans.append(span)
+        return span
+
+    def receive(self, span: Span, seq: int) -> None:
+        self.received[span.channel][seq] += 1
+        if span.first is None:
+            span.first = seq
+        span.last = seq
+
+    def lost(self) -> int:
+        """Accepted events inside some subscriber's span that it did not receive."""
+        lost = 0
+        for channel, accepted in self.accepted.items():
+            spans = [s for s in self.spans if s.channel == channel and s.first is not None]
+            firsts = sorted(s.first for s in spans if s.first is not None)
+            lasts = sorted(s.last for s in spans if s.last is not None)
+            got = self.received[channel]
+            for seq in accepted:
+                # Spans holding seq: those that began at or before it, minus those that ended before it.
+                expected = bisect.bisect_right(firsts, seq) - bisect.bisect_left(lasts, seq)
+                lost += max(0, expected - got[seq])
+        return lost
+
+
+DELIVERIES = Deliveries()
 
 
 def quiet_gc() -> None:
@@ -150,6 +209,14 @@ def _add_options(parser: Any) -> None:
         type=int,
         default=2,
         help="publisher users (a fixed count; 0: weighted like the others)",
+    )
+    g.add_argument(
+        "--publish-host",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="publish to this server instead of --host (repeat: publishers take turns), "
+        "e.g. every node behind a load balancer",
     )
     g.add_argument(
         "--publish-interval",
@@ -236,6 +303,7 @@ def _on_test_stopping(environment: Environment, **_kw: Any) -> None:
 
 @events.quitting.add_listener
 def _on_quitting(environment: Environment, **_kw: Any) -> None:
+    TALLY.lost = DELIVERIES.lost()
     path = (
         getattr(environment.parsed_options, "summary_json", "")
         if environment.parsed_options

@@ -27,7 +27,7 @@ from locust.exception import StopUser
 from sse_server.channels import parse_event_id
 from sse_server.sse import EventStreamError, EventStreamParser
 
-from .common import SSE, TALLY, host_port, ms_since, report
+from .common import DELIVERIES, SSE, TALLY, host_port, ms_since, report
 from .wire import Connection, Head, HTTPFailure
 
 __all__ = ["SSESubscriber", "channel_name"]
@@ -65,6 +65,7 @@ class SSESubscriber(User):
         self.last_event_id: str | None = None
         self.last_seq: int | None = None
         self.first_event_reported = False
+        self.span = DELIVERIES.span(self.channel)  # what it saw, for the lost-event count
         TALLY.subscribers += 1
 
     def on_stop(self) -> None:
@@ -145,11 +146,12 @@ class SSESubscriber(User):
     def _check_sequence(self, event_id: str) -> None:
         # Ids are "<epoch>-<seq>" from one sequence shared by every channel, so a
         # channel's ids increase but skip the other channels' numbers: a repeated or
-        # older id is a fault here; a lost event shows in the run's totals instead.
+        # older id is a fault here; a lost event shows in DELIVERIES.lost() instead.
         parsed = parse_event_id(event_id)
         if parsed is None:
             return
         seq = parsed[1]
+        DELIVERIES.receive(self.span, seq)
         if self.last_seq is not None and seq <= self.last_seq:
             TALLY.reordered += 1
             report(self.environment, SSE, "stream", 0, exception=HTTPFailure("a repeated or older event id"))

@@ -90,6 +90,7 @@ log = logging.getLogger("sse_server.redis")
 _MARKS = 1000  # (time, seq) samples kept per ttl: bounds the marks set; finer means fewer needless resets
 _BACKOFF_FIRST_S = 0.05
 _BACKOFF_MAX_S = 2.0
+_POOL_CONNECTIONS = 64  # commands in flight to Redis per node; more wait (Redis runs one at a time anyway)
 
 _INSTALL_HINT = "the Redis backplane needs redis-py: pip install 'sse_server[redis]'"
 
@@ -254,8 +255,12 @@ class RedisEngine(Engine):
         self._errors = (RedisError, OSError, TimeoutError)
         # No retries inside the client: a retried command could outlive timeout_s,
         # and this engine decides itself when to reconnect.
-        self._pool = aioredis.ConnectionPool.from_url(
-            self.url, socket_timeout=self.timeout_s, socket_connect_timeout=self.timeout_s,
+        # A burst of commands (hundreds of subscribes arriving through a load balancer)
+        # waits for one of _POOL_CONNECTIONS, within timeout_s like the command itself;
+        # redis-py's default pool refuses at once past its size ("Too many connections").
+        self._pool = aioredis.BlockingConnectionPool.from_url(
+            self.url, max_connections=_POOL_CONNECTIONS, timeout=self.timeout_s,
+            socket_timeout=self.timeout_s, socket_connect_timeout=self.timeout_s,
             retry=Retry(NoBackoff(), 0),
             protocol=2,  # pub/sub messages as plain replies on the subscription connection (RESP3 pushes them)
         )

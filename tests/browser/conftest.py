@@ -8,10 +8,11 @@ CI) a missing browser is a failure instead.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import pytest
@@ -38,10 +39,9 @@ def _unavailable(reason: str) -> None:
     pytest.skip(reason)
 
 
-# Module scope: the synchronous Playwright API keeps its own event loop running in
-# this thread while it is open, which would break the asyncio tests collected after.
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
+@contextlib.contextmanager
+def chromium(extra_args: Sequence[str] = ()) -> Iterator[Any]:
+    """Debian's Chromium, launched by Playwright with CHROMIUM_ARGS and ``extra_args``."""
     if not (os.path.exists(CHROMIUM) or shutil.which(CHROMIUM)):
         _unavailable(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
     try:
@@ -49,11 +49,19 @@ def browser() -> Iterator[Any]:
     except ImportError:
         _unavailable("playwright is not installed (pip install -e '.[test]')")
     with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        b = p.chromium.launch(executable_path=CHROMIUM, args=[*CHROMIUM_ARGS, *extra_args])
         try:
             yield b
         finally:
             b.close()
+
+
+# Module scope: the synchronous Playwright API keeps its own event loop running in
+# this thread while it is open, which would break the asyncio tests collected after.
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    with chromium() as b:
+        yield b
 
 
 class PageErrors(list):
