@@ -1,0 +1,148 @@
+"""The hub (``--app hub``) over real sockets: its routes and nothing of the demo, auth
+flags, and idempotent publishes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from sse_server import Server
+from sse_server.auth import mint_token
+from sse_server.hub import create_app
+
+from .conftest import StartServer
+from .http_client import Reply, exchange
+from .processes import start_cli
+from .sse_client import SSEClient
+
+SECRET = "a-test-secret-of-more-than-32-bytes!"
+ENV = "SSE_TEST_HUB_SECRET"
+
+
+async def request(server_port: int, method: str, target: str, body: bytes = b"",
+                  headers: dict[str, str] | None = None) -> Reply:
+    lines = [f"{method} {target} HTTP/1.1", "Host: t", f"Content-Length: {len(body)}", "Connection: close"]
+    lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
+    return await exchange("127.0.0.1", server_port, ("\r\n".join(lines) + "\r\n\r\n").encode() + body)
+
+
+async def post(server: Server, channel: str, body: bytes, **headers: str) -> Reply:
+    return await request(server.port, "POST", f"/channels/{channel}/events", body,
+                         {k.replace("_", "-"): v for k, v in headers.items()})
+
+
+async def test_the_hub_serves_channels_events_health_and_metrics(start_server: StartServer) -> None:
+    """The hub answers publish, subscribe, /events, /healthz, /readyz and /metrics."""
+    hub = await start_server(create_app)
+    one = await SSEClient.connect(hub.port, "/channels/news/events")
+    many = await SSEClient.connect(hub.port, "/events?channel=news&channel=other")
+    assert one.reply.status == many.reply.status == 200
+    reply = await post(hub, "news", b"hello")
+    assert reply.status == 202
+    sent = json.loads(reply.body)
+    assert sent["subscribers"] == 2
+    [got] = await one.take(1)
+    [tagged] = await many.take(1)
+    assert (got.data, got.id) == ("hello", sent["id"])
+    assert (tagged.data, tagged.id) == ("hello", f"{sent['id']};news")
+    for path, status in (("/healthz", 200), ("/readyz", 200), ("/metrics", 200)):
+        assert (await request(hub.port, "GET", path)).status == status, path
+    await one.close()
+    await many.close()
+
+
+@pytest.mark.parametrize("path", ["/", "/chat", "/v1/models", "/firehose", "/suspense", "/status", "/live",
+                                  "/dashboard", "/favicon.ico"])
+async def test_the_hub_serves_no_demo_route(start_server: StartServer, path: str) -> None:
+    """Every demo page and the mock model are 404 on the hub."""
+    hub = await start_server(create_app)
+    reply = await request(hub.port, "GET", path)
+    assert reply.status == 404, reply
+    reply = await request(hub.port, "POST", "/v1/chat/completions", b"{}")
+    assert reply.status == 404
+
+
+async def test_the_hubs_root_says_what_it_serves(start_server: StartServer) -> None:
+    """GET / is a 404 whose text names the routes the hub does serve."""
+    hub = await start_server(create_app)
+    reply = await request(hub.port, "GET", "/")
+    assert reply.status == 404
+    assert b"/channels/{name}/events" in reply.body and b"/events?channel=" in reply.body
+
+
+async def test_auth_flags_apply_on_the_hub(start_server: StartServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With --jwt-secret-env, the hub wants a token to publish; --public-channel opens subscribing."""
+    monkeypatch.setenv(ENV, SECRET)
+    hub = await start_server(create_app, jwt_secret_env=ENV, public_channels=("lobby",))
+    assert (await post(hub, "lobby", b"x")).status == 401
+    public = await SSEClient.connect(hub.port, "/channels/lobby/events")
+    closed = await SSEClient.connect(hub.port, "/channels/secret/events")
+    assert (public.reply.status, closed.reply.status) == (200, 401)
+    token = mint_token(SECRET, publish=["lobby"], subscribe=[], exp_s=60, sub="backend")
+    assert (await post(hub, "lobby", b"x", Authorization=f"Bearer {token}")).status == 202
+    assert (await post(hub, "secret", b"x", Authorization=f"Bearer {token}")).status == 403
+    [event] = await public.take(1)
+    assert event.data == "x"
+    await public.close()
+    await closed.close()
+
+
+async def test_a_retry_with_the_same_idempotency_key_is_stored_once(start_server: StartServer) -> None:
+    """The same Idempotency-Key on the same channel answers the first 202 again and delivers once."""
+    hub = await start_server(create_app)
+    sub = await SSEClient.connect(hub.port, "/channels/orders/events")
+    first = await post(hub, "orders", b"paid", Idempotency_Key="order-17")
+    again = await post(hub, "orders", b"paid", Idempotency_Key='"order-17"')  # the structured-field form
+    other_channel = await post(hub, "refunds", b"paid", Idempotency_Key="order-17")
+    assert first.status == again.status == other_channel.status == 202
+    assert again.body == first.body
+    assert again.header("idempotent-replayed") == "true" and first.header("idempotent-replayed") is None
+    assert json.loads(other_channel.body)["id"] != json.loads(first.body)["id"]
+    after = await post(hub, "orders", b"shipped")
+    [paid, shipped] = await sub.take(2)
+    assert (paid.data, paid.id) == ("paid", json.loads(first.body)["id"])
+    assert (shipped.data, shipped.id) == ("shipped", json.loads(after.body)["id"])
+    await sub.close()
+
+
+async def test_the_same_key_for_a_different_event_is_422(start_server: StartServer) -> None:
+    """Reusing a key for another body or event name is refused, not silently dropped."""
+    hub = await start_server(create_app)
+    assert (await post(hub, "orders", b"paid", Idempotency_Key="k")).status == 202
+    reply = await post(hub, "orders", b"refunded", Idempotency_Key="k")
+    assert reply.status == 422 and b"Idempotency-Key" in reply.body
+    named = await request(hub.port, "POST", "/channels/orders/events?event=note", b"paid", {"Idempotency-Key": "k"})
+    assert named.status == 422
+
+
+@pytest.mark.parametrize("key", ["", '""', "x" * 129, "has space", "tab\there", "caf\u00e9", '"unterminated'])
+async def test_a_malformed_idempotency_key_is_400(start_server: StartServer, key: str) -> None:
+    """An empty, over-long, non-ASCII or spaced Idempotency-Key is 400, and nothing is published."""
+    hub = await start_server(create_app)
+    head = f"POST /channels/c/events HTTP/1.1\r\nHost: t\r\nIdempotency-Key: {key}\r\nContent-Length: 1\r\n"
+    reply = await exchange("127.0.0.1", hub.port, head.encode("utf-8") + b"Connection: close\r\n\r\nx")
+    assert reply.status == 400, reply
+    assert b"Idempotency-Key" in reply.body
+    assert hub.app.state["engine"].published == 0
+
+
+async def test_a_repeated_idempotency_key_header_is_400(start_server: StartServer) -> None:
+    """Two Idempotency-Key headers are ambiguous: 400."""
+    hub = await start_server(create_app)
+    head = b"POST /channels/c/events HTTP/1.1\r\nHost: t\r\nIdempotency-Key: a\r\nIdempotency-Key: b\r\n"
+    reply = await exchange("127.0.0.1", hub.port, head + b"Content-Length: 1\r\nConnection: close\r\n\r\nx")
+    assert reply.status == 400
+
+
+async def test_python_m_sse_server_app_hub(tmp_path: Path) -> None:
+    """``python -m sse_server --app hub`` serves channels and not the demo; SIGTERM ends it with 0."""
+    running = await start_cli(tmp_path, "--app", "hub")
+    try:
+        published = await request(running.port, "POST", "/channels/n/events", b"hi", {"Idempotency-Key": "a"})
+        assert published.status == 202
+        assert (await request(running.port, "GET", "/chat")).status == 404
+        assert (await request(running.port, "GET", "/healthz")).status == 200
+    finally:
+        assert await running.stop() == 0
