@@ -146,3 +146,15 @@ async def test_python_m_sse_server_app_hub(tmp_path: Path) -> None:
         assert (await request(running.port, "GET", "/healthz")).status == 200
     finally:
         assert await running.stop() == 0
+
+
+async def test_cors_on_the_hub_lets_a_page_send_an_idempotency_key(start_server: StartServer) -> None:
+    """With --cors-origin, a preflight allows Idempotency-Key and the answer exposes Idempotent-Replayed."""
+    hub = await start_server(create_app, cors_origins=("https://app.test",))
+    preflight = await request(hub.port, "OPTIONS", "/channels/c/events", headers={
+        "Origin": "https://app.test", "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "idempotency-key"})
+    assert "idempotency-key" in (preflight.header("access-control-allow-headers") or "").lower()
+    published = await post(hub, "c", b"x", Origin="https://app.test", Idempotency_Key="k")
+    assert published.status == 202
+    assert "idempotent-replayed" in (published.header("access-control-expose-headers") or "").lower()
