@@ -92,8 +92,9 @@ class Config:
     # A publish with an Idempotency-Key is stored once per channel and key for this
     # long: a backend's retries (network errors, 503s) fall well within it.
     idempotency_window_s: float = 300.0
-    # Keys the in-memory engine remembers (~0.5 KiB each, so ~50 MiB at most); past it
-    # the oldest are forgotten first. Redis keeps its own, each expiring after the window.
+    # Keys the in-memory engine remembers: 0.3 to 0.7 KiB each (a 24 to 128 character
+    # key; tracemalloc), so 30 to 70 MiB at most, and 333 keyed publishes/s for the whole
+    # window. Past it the oldest go first. Redis keeps its own, each expiring after the window.
     idempotency_keys: int = 100_000
 
     # Channels shared through Redis ("redis://[:password@]host:port/db", "rediss://" for
