@@ -181,6 +181,16 @@ class _Base:
         except (ValueError, KeyError, TypeError):
             raise PublishError(status, f"not a hub's publish answer: {text[:200]!r}", 0) from None
 
+    def _wait_s(self, error: PublishError | _Retry, attempt: int) -> float:
+        """How long to wait after attempt ``attempt`` (0: the first) failed; raises PublishError
+        when it was final (an answer not worth retrying, or the last attempt)."""
+        if isinstance(error, PublishError):
+            error.attempts = attempt + 1
+            raise error
+        if attempt >= self.policy.retries:
+            raise error.final(attempt + 1) from None
+        return self.policy.delay_s(attempt, error.retry_after)
+
 
 def _new_key() -> str:
     return secrets.token_urlsafe(18)  # 24 characters of base64url: visible ASCII, as the hub wants
@@ -205,13 +215,8 @@ class Publisher(_Base):
             while True:
                 try:
                     return self._attempt(target, headers, body)
-                except PublishError as e:
-                    e.attempts = attempt + 1
-                    raise
-                except _Retry as e:
-                    if attempt >= self.policy.retries:
-                        raise e.final(attempt + 1) from None
-                    time.sleep(self.policy.delay_s(attempt, e.retry_after))
+                except (PublishError, _Retry) as e:
+                    time.sleep(self._wait_s(e, attempt))
                 attempt += 1
 
     def _attempt(self, target: str, headers: dict[str, str], body: bytes) -> Published:
@@ -273,13 +278,8 @@ class AsyncPublisher(_Base):
             while True:
                 try:
                     return await self._attempt(raw)
-                except PublishError as e:
-                    e.attempts = attempt + 1
-                    raise
-                except _Retry as e:
-                    if attempt >= self.policy.retries:
-                        raise e.final(attempt + 1) from None
-                    await asyncio.sleep(self.policy.delay_s(attempt, e.retry_after))
+                except (PublishError, _Retry) as e:
+                    await asyncio.sleep(self._wait_s(e, attempt))
                 attempt += 1
 
     async def _attempt(self, raw: bytes) -> Published:
