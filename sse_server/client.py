@@ -296,8 +296,9 @@ class AsyncPublisher(_Base):
         except ssl.SSLCertVerificationError as e:
             await self._close()
             raise PublishError(None, f"the hub's certificate is not trusted: {e}", 0) from None
-        except (OSError, TimeoutError, EOFError, ValueError, ProtocolError) as e:
-            # ValueError: asyncio's LimitOverrunError, or an answer that is not HTTP/1.1
+        except (OSError, TimeoutError, EOFError, asyncio.LimitOverrunError, ValueError, ProtocolError) as e:
+            # EOFError: closed mid-answer; LimitOverrunError: a head over _MAX_HEAD_BYTES;
+            # ValueError: an answer that is not HTTP/1.1; ProtocolError: broken chunked framing
             await self._close()
             raise _Retry(None, f"{type(e).__name__}: {e}") from None
         if headers.get("connection", "").lower() == "close":
