@@ -199,7 +199,7 @@ async def redis_server(tmp_path: Path) -> AsyncIterator[RedisServer]:
 
 @pytest.mark.redis
 async def test_a_stalled_redis_is_waited_out_and_the_event_is_stored_once(
-        start_server: StartServer, redis_server: RedisServer) -> None:
+        redis_server: RedisServer, start_server: StartServer) -> None:  # the hub stops before Redis
     """Redis paused: the hub answers 503 with Retry-After; the client waits, retries once Redis is back,
     and the subscriber sees the event once, with the id the client got."""
     hub = await start_server(create_app, backplane=redis_server.url, backplane_timeout_s=0.25)

@@ -4,17 +4,20 @@ flags, and idempotent publishes."""
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from sse_server import Server
 from sse_server.auth import mint_token
+from sse_server.cli import AppSpecError, build_parser, load_app
 from sse_server.hub import create_app
 
 from .conftest import StartServer
 from .http_client import Reply, exchange
 from .processes import start_cli
+from .redis_server import RedisServer, require_redis
 from .sse_client import SSEClient
 
 SECRET = "a-test-secret-of-more-than-32-bytes!"
@@ -53,15 +56,17 @@ async def test_the_hub_serves_channels_events_health_and_metrics(start_server: S
     await many.close()
 
 
-@pytest.mark.parametrize("path", ["/", "/chat", "/v1/models", "/firehose", "/suspense", "/status", "/live",
-                                  "/dashboard", "/favicon.ico"])
-async def test_the_hub_serves_no_demo_route(start_server: StartServer, path: str) -> None:
+DEMO_ROUTES = [("GET", p) for p in ("/", "/chat", "/v1/models", "/firehose", "/suspense", "/status",
+                                     "/status/events", "/live", "/dashboard", "/favicon.ico")]
+DEMO_ROUTES += [("POST", "/v1/chat/completions"), ("POST", "/chat/streams")]
+
+
+async def test_the_hub_serves_no_demo_route(start_server: StartServer) -> None:
     """Every demo page and the mock model are 404 on the hub."""
     hub = await start_server(create_app)
-    reply = await request(hub.port, "GET", path)
-    assert reply.status == 404, reply
-    reply = await request(hub.port, "POST", "/v1/chat/completions", b"{}")
-    assert reply.status == 404
+    for method, path in DEMO_ROUTES:
+        reply = await request(hub.port, method, path, b"{}" if method == "POST" else b"")
+        assert reply.status == 404, (method, path, reply)
 
 
 async def test_the_hubs_root_says_what_it_serves(start_server: StartServer) -> None:
@@ -134,6 +139,39 @@ async def test_a_repeated_idempotency_key_header_is_400(start_server: StartServe
     head = b"POST /channels/c/events HTTP/1.1\r\nHost: t\r\nIdempotency-Key: a\r\nIdempotency-Key: b\r\n"
     reply = await exchange("127.0.0.1", hub.port, head + b"Content-Length: 1\r\nConnection: close\r\n\r\nx")
     assert reply.status == 400
+
+
+def test_hub_is_a_built_in_app_name_in_help() -> None:
+    """--help names the built-in hub; a name without ':' that is not built in says what is."""
+    assert "hub" in build_parser().format_help()
+    with pytest.raises(AppSpecError, match="MODULE:ATTR or one of hub, demo"):
+        load_app("hubb")
+
+
+@pytest.fixture
+async def redis_server(tmp_path: Path) -> AsyncIterator[RedisServer]:
+    require_redis()
+    async with RedisServer(tmp_path) as server:
+        yield server
+
+
+@pytest.mark.redis
+async def test_a_retry_on_another_node_is_answered_from_the_first(
+        redis_server: RedisServer, start_server: StartServer) -> None:  # servers stop before Redis
+    """With --backplane, a retry sent to node B gets node A's 202 body, and B's subscriber sees one event."""
+    a = await start_server(create_app, backplane=redis_server.url)
+    b = await start_server(create_app, backplane=redis_server.url)
+    on_b = await SSEClient.connect(b.port, "/channels/orders/events")
+    first = await post(a, "orders", b"paid", Idempotency_Key="order-17")
+    retry = await post(b, "orders", b"paid", Idempotency_Key="order-17")
+    assert (first.status, retry.status) == (202, 202)
+    assert retry.body == first.body and retry.header("idempotent-replayed") == "true"
+    assert (await post(b, "orders", b"refunded", Idempotency_Key="order-17")).status == 422
+    after = await post(a, "orders", b"shipped")
+    events = await on_b.take(2)
+    assert [(e.data, e.id) for e in events] == [
+        ("paid", json.loads(first.body)["id"]), ("shipped", json.loads(after.body)["id"])]
+    await on_b.close()
 
 
 async def test_python_m_sse_server_app_hub(tmp_path: Path) -> None:

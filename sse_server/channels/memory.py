@@ -265,10 +265,12 @@ class MemoryEngine(Engine):
         return Published(event_id, len(ch.subscribers))
 
     def publish_threadsafe(
-        self, loop: asyncio.AbstractEventLoop, channel: str, data: str, event: str | None = None
+        self, loop: asyncio.AbstractEventLoop, channel: str, data: str, event: str | None = None, *,
+        idempotency_key: str | None = None,
     ) -> concurrent.futures.Future[Published]:
         """Publish from another thread; ``.result()`` on the returned future waits for it."""
-        return asyncio.run_coroutine_threadsafe(self.publish(channel, data, event), loop)
+        return asyncio.run_coroutine_threadsafe(
+            self.publish(channel, data, event, idempotency_key=idempotency_key), loop)
 
     def _store(self, ch: _Channel, event: EncodedEvent) -> None:
         cost = event_cost(event)
