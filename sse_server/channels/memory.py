@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import dataclasses
 import time
 from collections import OrderedDict, deque
 
@@ -86,11 +85,11 @@ class IdempotencyTable:
             return None
         if entry[1] != fingerprint:
             raise IdempotencyKeyReusedError(channel)
-        return entry[2]
+        first = entry[2]
+        return Published(first.id, first.subscribers, replayed=True)  # made here: replays are the rare case
 
     def remember(self, channel: str, key: str, fingerprint: str, published: Published, now: float) -> None:
-        replay = dataclasses.replace(published, replayed=True)
-        self._entries[(channel, key)] = (now + self.window_s, fingerprint, replay)
+        self._entries[(channel, key)] = (now + self.window_s, fingerprint, published)
         while len(self._entries) > self.max_keys:
             self._entries.popitem(last=False)
 
