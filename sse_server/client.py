@@ -129,6 +129,10 @@ class _Base:
         policy: RetryPolicy | None = None,
         ssl_context: ssl.SSLContext | None = None,
     ) -> None:
+        """``base_url``: the hub, ``http(s)://host[:port][/prefix]``; ``token``: sent as
+        ``Authorization: Bearer``; ``timeout_s``: each connect and each read of an attempt;
+        ``retries``: attempts after the first (``policy`` sets the waits too, and wins);
+        ``ssl_context``: for HTTPS, instead of ``ssl.create_default_context()``."""
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"a hub's base URL is http://host[:port][/prefix] or https://..., got {base_url!r}")
