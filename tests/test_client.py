@@ -6,8 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-from collections.abc import AsyncIterator, Callable
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 
@@ -18,7 +17,7 @@ from sse_server.hub import create_app
 
 from .conftest import StartServer, TLSFiles
 from .http_client import Reply, close, read_reply
-from .redis_server import RedisServer, require_redis
+from .redis_server import RedisServer
 from .sse_client import SSEClient
 
 FAST = RetryPolicy(retries=5, backoff_first_s=0.01, backoff_max_s=0.05)
@@ -188,13 +187,6 @@ def test_without_retry_after_the_backoff_is_jittered_and_bounded() -> None:
     waits = [policy.delay_s(attempt, None) for attempt in range(10) for _ in range(20)]
     assert all(0 <= w <= 1.0 for w in waits) and len(set(waits)) > 100
     assert all(policy.delay_s(0, "soon") <= 0.1 for _ in range(20))
-
-
-@pytest.fixture
-async def redis_server(tmp_path: Path) -> AsyncIterator[RedisServer]:
-    require_redis()
-    async with RedisServer(tmp_path) as server:
-        yield server
 
 
 @pytest.mark.redis

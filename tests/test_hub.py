@@ -4,7 +4,6 @@ flags, and idempotent publishes."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -17,7 +16,7 @@ from sse_server.hub import create_app
 from .conftest import StartServer
 from .http_client import Reply, exchange
 from .processes import start_cli
-from .redis_server import RedisServer, require_redis
+from .redis_server import RedisServer
 from .sse_client import SSEClient
 
 SECRET = "a-test-secret-of-more-than-32-bytes!"
@@ -146,13 +145,6 @@ def test_hub_is_a_built_in_app_name_in_help() -> None:
     assert "hub" in build_parser().format_help()
     with pytest.raises(AppSpecError, match="MODULE:ATTR or one of hub, demo"):
         load_app("hubb")
-
-
-@pytest.fixture
-async def redis_server(tmp_path: Path) -> AsyncIterator[RedisServer]:
-    require_redis()
-    async with RedisServer(tmp_path) as server:
-        yield server
 
 
 @pytest.mark.redis
