@@ -30,7 +30,7 @@ from .clients import TrustedPeers
 from .config import Config
 from .server import Server, metrics_token, tls_context
 
-__all__ = ["main", "build_parser", "build_token_parser", "load_app", "AppSpecError"]
+__all__ = ["main", "build_parser", "build_token_parser", "load_app", "AppSpecError", "BUILTIN_APPS"]
 
 log = logging.getLogger("sse_server")
 
@@ -127,9 +127,11 @@ def build_parser(prog: str = "python -m sse_server") -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"sse_server {__version__}")
     p.add_argument("--host", default=_DEFAULTS.host, help="address to bind (use :: for IPv6)")
     p.add_argument("--port", type=_port, default=_DEFAULTS.port, help="port to bind, 0-65535; 0 picks a free one")
-    p.add_argument("--app", default=None, metavar="MODULE:ATTR",
+    p.add_argument("--app", default=None, metavar="MODULE:ATTR|hub|demo",
                    help="serve this App instead of the demo, e.g. myproject.web:app; ATTR may also be "
-                        "a function returning the App, given the Config if it takes an argument")
+                        "a function returning the App, given the Config if it takes an argument. "
+                        "Built in: hub (only the channel routes, /events, /healthz, /readyz and /metrics: "
+                        "no demo page, no model) and demo")
     p.add_argument("--log-level", default="info", type=_log_level, choices=LOG_LEVELS,
                    help="log level, in any case; info prints one access line per request")
     g = p.add_argument_group("limits")
@@ -200,6 +202,12 @@ def build_parser(prog: str = "python -m sse_server") -> argparse.ArgumentParser:
     s.add_argument("--stream-send-buffer-bytes", type=_int_range(0, _C_INT_MAX),
                    default=_DEFAULTS.stream_send_buffer_bytes,
                    help="kernel send buffer of each stream (0: left to the kernel)")
+    s.add_argument("--idempotency-window", type=_positive_s, default=_DEFAULTS.idempotency_window_s,
+                   dest="idempotency_window_s",
+                   help="seconds a publish's Idempotency-Key is remembered: a retry within it is stored once; "
+                        "more than 0")
+    s.add_argument("--idempotency-keys", type=_count, default=_DEFAULTS.idempotency_keys,
+                   help="idempotency keys the in-memory engine remembers (oldest forgotten first); at least 1")
     b = p.add_argument_group("scaling out")
     b.add_argument("--backplane", default=_DEFAULTS.backplane, metavar="URL", type=_backplane_url,
                    help="share channels through Redis: redis://[:password@]host:port/db (rediss:// for TLS); "
@@ -292,6 +300,10 @@ def _upstream_url(url: str) -> str:
     return url
 
 
+# --app names without a colon: the apps this package ships.
+BUILTIN_APPS = {"hub": "sse_server.hub:create_app", "demo": "sse_server.demo:create_app"}
+
+
 class AppSpecError(ValueError):
     """The user's ``--app MODULE:ATTR`` does not name an App we can serve."""
 
@@ -311,13 +323,15 @@ def _import_module(module_name: str) -> ModuleType:
 
 def load_app(spec: str, config: Config | None = None) -> App:
     """Import ``module:attr``: an App, or a factory returning one, called with the
-    Config when it takes an argument (``create_app(config)``).
+    Config when it takes an argument (``create_app(config)``); or a built-in name
+    (BUILTIN_APPS: ``hub``, ``demo``).
 
     Raises AppSpecError when the spec does not lead to an App.
     """
+    spec = BUILTIN_APPS.get(spec, spec)
     module_name, _, attr = spec.partition(":")
     if not module_name or not attr:
-        raise AppSpecError(f"--app wants MODULE:ATTR, got {spec!r}")
+        raise AppSpecError(f"--app wants MODULE:ATTR or one of {', '.join(BUILTIN_APPS)}, got {spec!r}")
     if module_name.startswith("."):
         raise AppSpecError(f"--app wants an absolute module name, got {module_name!r}")
     module = _import_module(module_name)

@@ -89,6 +89,13 @@ class Config:
     # starts counting; fixed, both together bound what one slow client costs.
     stream_send_buffer_bytes: int = 256 * 1024  # 0 leaves it to the kernel
     shutdown_retry_jitter_ms: int = 5_000  # spread of reconnects after a restart
+    # A publish with an Idempotency-Key is stored once per channel and key for this
+    # long: a backend's retries (network errors, 503s) fall well within it.
+    idempotency_window_s: float = 300.0
+    # Keys the in-memory engine remembers: 0.3 to 0.7 KiB each (a 24 to 128 character
+    # key; tracemalloc), so 30 to 70 MiB at most, and 333 keyed publishes/s for the whole
+    # window. Past it the oldest go first. Redis keeps its own, each expiring after the window.
+    idempotency_keys: int = 100_000
 
     # Channels shared through Redis ("redis://[:password@]host:port/db", "rediss://" for
     # TLS) instead of this process's memory: every node naming it sees every channel.

@@ -13,6 +13,8 @@ import pytest
 
 from sse_server import App, Config, PlainTextResponse, Request, Response, Server, StreamingResponse
 
+from .redis_server import RedisServer, require_redis
+
 # Short enough that the timeout tests finish quickly, long enough that a busy CI
 # machine does not trip them during ordinary requests.
 FAST_CONFIG: dict[str, Any] = {
@@ -119,6 +121,16 @@ async def start_server() -> AsyncIterator[StartServer]:
     for server in servers:
         async with asyncio.timeout(15):
             await server.shutdown()
+
+
+@pytest.fixture
+async def redis_server(tmp_path: Path) -> AsyncIterator[RedisServer]:
+    """A real redis-server on a free port, stopped after the test (skips without one).
+
+    Request it before ``start_server`` so that servers using it stop first."""
+    require_redis()
+    async with RedisServer(tmp_path) as redis:
+        yield redis
 
 
 @pytest.fixture

@@ -350,6 +350,8 @@ BAD_INVOCATIONS = [
     (["--forwarded-allow-ips", "proxy.local"], "--forwarded-allow-ips"),
     (["--compress-min-bytes", "-1"], "--compress-min-bytes"),
     (["--access-log-format", "xml"], "--access-log-format"),
+    (["--idempotency-window", "0"], "--idempotency-window"),
+    (["--idempotency-keys", "0"], "--idempotency-keys"),
 ]
 
 

@@ -4,6 +4,7 @@ An engine carries channels; whatever carries them (this process, a Redis backpla
 streams and routes see one API:
 
     published = await engine.publish("news", "hello", event="note")
+    again = await engine.publish("news", "hello", event="note", idempotency_key="k1")
     sub = await engine.subscribe(["news", "alerts"], stream, last_event_id)
     ...                      # sub.replay first, then stream.deliver(event) per live event
     engine.unsubscribe(sub)
@@ -24,6 +25,14 @@ Whatever cannot be honoured is said, never skipped: an id from another epoch, on
 never issued, or one older than what a channel still holds gets a ``Reset`` for that
 channel, and the subscriber is sent what is still there.
 
+Idempotent publishes: a publish with an ``idempotency_key`` is stored once per
+(channel, key) within the engine's window; a retry within it answers the first
+``Published`` again (``replayed=True``) and stores and delivers nothing. The key is
+remembered with a fingerprint of the event, so reusing it for a different event is
+refused (IdempotencyKeyReusedError) rather than silently dropped. An engine does the
+check and the store in the same atomic step as the publish itself, so two retries
+racing on two nodes still store one event.
+
 Nothing here knows HTTP. An ``EncodedEvent`` carries the event as SSE bytes plus an
 opaque ``framed`` slot that the connection layer fills with its own framing, once,
 for every subscriber that frames the same way.
@@ -31,6 +40,7 @@ for every subscriber that frames the same way.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 from abc import ABC, abstractmethod
@@ -45,11 +55,13 @@ __all__ = [
     "EngineUnavailableError",
     "EventTooLargeError",
     "History",
+    "IdempotencyKeyReusedError",
     "Published",
     "Reset",
     "Subscriber",
     "Subscription",
     "new_epoch",
+    "publish_fingerprint",
     "parse_event_id",
 ]
 
@@ -131,6 +143,13 @@ class Subscriber(Protocol):
 class Published:
     id: str
     subscribers: int
+    replayed: bool = False  # the answer to an earlier publish with the same idempotency key
+
+
+def publish_fingerprint(data: str, event: str | None) -> str:
+    """What an idempotency key is remembered with: the same key with another event is a client bug."""
+    digest = hashlib.sha256(f"{event or ''}\n{data}".encode("utf-8", "surrogatepass")).hexdigest()
+    return digest[:32]  # 128 bits: no accidental collision, half the bytes kept per key
 
 
 @dataclass(slots=True, frozen=True)
@@ -169,6 +188,14 @@ class EventTooLargeError(ValueError):
         super().__init__(f"the event is {size} bytes encoded; the limit is {limit}")
         self.size = size
         self.limit = limit
+
+
+class IdempotencyKeyReusedError(Exception):
+    """An idempotency key already used on this channel, within the window, for a different event."""
+
+    def __init__(self, channel: str) -> None:
+        super().__init__(f"this Idempotency-Key was already used on channel {channel!r} for a different event; "
+                         "use a new key for each distinct publish")
 
 
 class ChannelLimitError(Exception):
@@ -219,11 +246,16 @@ class Engine(ABC):
         return 0
 
     @abstractmethod
-    async def publish(self, channel: str, data: str, event: str | None = None) -> Published:
+    async def publish(
+        self, channel: str, data: str, event: str | None = None, *, idempotency_key: str | None = None,
+    ) -> Published:
         """Store the event where every node can replay it, then deliver it to subscribers.
 
-        Raises ValueError (nothing stored) for an event that cannot be encoded, and
-        ChannelLimitError when the channel would be new and the table is full.
+        With ``idempotency_key``, a publish already stored on ``channel`` with that key
+        within the window is answered again instead (see the module docstring).
+        Raises ValueError (nothing stored) for an event that cannot be encoded,
+        ChannelLimitError when the channel would be new and the table is full, and
+        IdempotencyKeyReusedError for a key remembered with a different event.
         """
 
     @abstractmethod

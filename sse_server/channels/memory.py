@@ -19,6 +19,10 @@ remembered, so a client holding an older id of a channel made again gets a reset
 instead of silently missing what the forgotten one had. When every channel has
 subscribers the table refuses new ones (ChannelLimitError) rather than orphan one.
 
+Idempotency keys are remembered per (channel, key) for ``idempotency_window_s``, at
+most ``idempotency_keys`` of them (the oldest go first past that: a key's promise
+holds for the window or until that many newer keys were used, whichever is sooner).
+
 Everything here runs on the event loop thread; code in other threads publishes
 with ``publish_threadsafe``.
 """
@@ -27,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import time
 from collections import OrderedDict, deque
 
 from ..sse import encode_event
@@ -36,13 +41,15 @@ from .engine import (
     Engine,
     EventTooLargeError,
     History,
+    IdempotencyKeyReusedError,
     Published,
     Subscriber,
     Subscription,
     new_epoch,
+    publish_fingerprint,
 )
 
-__all__ = ["MemoryEngine"]
+__all__ = ["IdempotencyTable", "MemoryEngine"]
 
 
 _EVENT_OVERHEAD_BYTES = 200  # the EncodedEvent, its id string and its place in a deque
@@ -51,6 +58,48 @@ _EVENT_OVERHEAD_BYTES = 200  # the EncodedEvent, its id string and its place in 
 def event_cost(event: EncodedEvent) -> int:
     """What holding ``event`` in history costs: its bytes, the framed copy, the object."""
     return 2 * len(event.raw) + _EVENT_OVERHEAD_BYTES
+
+
+class IdempotencyTable:
+    """Publishes by (channel, idempotency key), each kept ``window_s``, at most ``max_keys``.
+
+    Every entry lives equally long, so insertion order is expiry order: expired and
+    over-cap entries both go from the front, in O(1) each.
+    """
+
+    def __init__(self, window_s: float, max_keys: int) -> None:
+        if window_s <= 0 or max_keys < 1:
+            raise ValueError("the idempotency window and the key cap must be positive")
+        self.window_s = window_s
+        self.max_keys = max_keys  # bounds what publishers with fresh keys can make us hold
+        self._entries: OrderedDict[tuple[str, str], tuple[float, str, Published]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def seen(self, channel: str, key: str, fingerprint: str, now: float) -> Published | None:
+        """The earlier answer for this key, or None; IdempotencyKeyReusedError for another event."""
+        self._expire(now)
+        entry = self._entries.get((channel, key))
+        if entry is None:
+            return None
+        if entry[1] != fingerprint:
+            raise IdempotencyKeyReusedError(channel)
+        first = entry[2]
+        return Published(first.id, first.subscribers, replayed=True)  # made here: replays are the rare case
+
+    def remember(self, channel: str, key: str, fingerprint: str, published: Published, now: float) -> None:
+        self._entries[(channel, key)] = (now + self.window_s, fingerprint, published)
+        while len(self._entries) > self.max_keys:
+            self._entries.popitem(last=False)
+
+    def _expire(self, now: float) -> None:
+        entries = self._entries
+        while entries:
+            first = next(iter(entries.values()))
+            if first[0] > now:
+                return
+            entries.popitem(last=False)
 
 
 class _Channel:
@@ -82,6 +131,8 @@ class MemoryEngine(Engine):
         history_bytes: int = 8 * 1024 * 1024,
         history_total_bytes: int = 128 * 1024 * 1024,
         max_event_bytes: int = 1024 * 1024,
+        idempotency_window_s: float = 300.0,
+        idempotency_keys: int = 100_000,
     ) -> None:
         if min(history_size, max_channels, history_bytes, history_total_bytes, max_event_bytes) < 1:
             raise ValueError("every history and channel limit must be at least 1")
@@ -98,6 +149,7 @@ class MemoryEngine(Engine):
         self._channels: OrderedDict[str, _Channel] = OrderedDict()
         self._seq = 0
         self._horizon = 0  # the sequence when a channel was last forgotten
+        self.idempotency = IdempotencyTable(idempotency_window_s, idempotency_keys)
 
     # -- channels ------------------------------------------------------------------
 
@@ -173,11 +225,27 @@ class MemoryEngine(Engine):
 
     # -- publish -------------------------------------------------------------------
 
-    async def publish(self, channel: str, data: str, event: str | None = None) -> Published:
-        return self.publish_nowait(channel, data, event)
+    async def publish(
+        self, channel: str, data: str, event: str | None = None, *, idempotency_key: str | None = None,
+    ) -> Published:
+        return self.publish_nowait(channel, data, event, idempotency_key=idempotency_key)
 
-    def publish_nowait(self, channel: str, data: str, event: str | None = None) -> Published:
+    def publish_nowait(
+        self, channel: str, data: str, event: str | None = None, *, idempotency_key: str | None = None,
+    ) -> Published:
         """Publish from the loop thread without awaiting (this engine stores in memory)."""
+        if idempotency_key is None:
+            return self._publish(channel, data, event)
+        # Check and store with no await between them: a retry cannot slip in.
+        fingerprint, now = publish_fingerprint(data, event), time.monotonic()
+        seen = self.idempotency.seen(channel, idempotency_key, fingerprint, now)
+        if seen is not None:
+            return seen
+        published = self._publish(channel, data, event)
+        self.idempotency.remember(channel, idempotency_key, fingerprint, published, now)
+        return published
+
+    def _publish(self, channel: str, data: str, event: str | None) -> Published:
         seq = self._seq + 1
         event_id = f"{self.epoch}-{seq}"
         raw = encode_event(data, event=event, id=event_id)  # may raise ValueError: nothing changed yet
@@ -196,10 +264,12 @@ class MemoryEngine(Engine):
         return Published(event_id, len(ch.subscribers))
 
     def publish_threadsafe(
-        self, loop: asyncio.AbstractEventLoop, channel: str, data: str, event: str | None = None
+        self, loop: asyncio.AbstractEventLoop, channel: str, data: str, event: str | None = None, *,
+        idempotency_key: str | None = None,
     ) -> concurrent.futures.Future[Published]:
         """Publish from another thread; ``.result()`` on the returned future waits for it."""
-        return asyncio.run_coroutine_threadsafe(self.publish(channel, data, event), loop)
+        return asyncio.run_coroutine_threadsafe(
+            self.publish(channel, data, event, idempotency_key=idempotency_key), loop)
 
     def _store(self, ch: _Channel, event: EncodedEvent) -> None:
         cost = event_cost(event)

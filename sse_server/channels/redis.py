@@ -11,7 +11,11 @@ Strategy. Redis holds what must be shared; each node holds only its own subscrib
   history (a stream whose entry ids are the sequence numbers), trim it by count and
   bytes, refresh the keys' expiry, and PUBLISH the encoded event (its id line
   included) on the channel's topic. A publish is acknowledged only after the script
-  ran: the event is stored where every node can replay it.
+  ran: the event is stored where every node can replay it. With an idempotency
+  key, the same script first looks for the key's record (a string key per channel
+  and idempotency key, expiring after the window) and answers from it instead; else
+  it writes the record with the new id. Check and store are one atomic step, so
+  retries racing on two nodes store one event.
 - **Delivery**: a node SUBSCRIBEs to the topic of each channel it has local
   subscribers for, on one connection of its own, and turns each message into one
   ``EncodedEvent`` for all of them (fan-out as in MemoryEngine: one ``deliver`` per
@@ -68,11 +72,13 @@ from .engine import (
     EngineUnavailableError,
     EventTooLargeError,
     History,
+    IdempotencyKeyReusedError,
     Published,
     Subscriber,
     Subscription,
     new_epoch,
     parse_event_id,
+    publish_fingerprint,
 )
 
 
@@ -94,10 +100,14 @@ _POOL_CONNECTIONS = 64  # commands in flight to Redis per node; more wait (Redis
 
 _INSTALL_HINT = "the Redis backplane needs redis-py: pip install 'sse_server[redis]'"
 
-# KEYS: meta, marks, history, channel meta
+# KEYS: meta, marks, history, channel meta[, idempotency record]
 # ARGV: candidate epoch, event without its id line, max event bytes, history size,
-#       history bytes, ttl s, mark interval s, topic
+#       history bytes, ttl s, mark interval s, topic[, window ms, fingerprint, subscribers]
 _PUBLISH = """
+if KEYS[5] then
+  local seen = redis.call('GET', KEYS[5])
+  if seen then return {'seen', seen} end
+end
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
 local fresh = not epoch
 local seq = 1
@@ -132,6 +142,9 @@ end
 redis.call('EXPIRE', KEYS[3], ttl)
 redis.call('EXPIRE', KEYS[4], ttl)
 redis.call('PUBLISH', ARGV[8], raw)
+if KEYS[5] then
+  redis.call('SET', KEYS[5], ARGV[10] .. ' ' .. ARGV[11] .. ' ' .. epoch .. '-' .. seqs, 'PX', ARGV[9])
+end
 return {'ok', epoch, seqs}
 """
 
@@ -212,11 +225,14 @@ class RedisEngine(Engine):
         history_ttl_s: float = 86_400.0,
         timeout_s: float = 1.0,
         key_prefix: str = "sse:",
+        idempotency_window_s: float = 300.0,
     ) -> None:
         _redis("redis.asyncio")  # fail here, at start-up, not at the first publish
         check_backplane_url(url)
-        if min(history_size, max_channels, history_bytes, max_event_bytes) < 1 or history_ttl_s <= 0 or timeout_s <= 0:
-            raise ValueError("every history and channel limit, the ttl and the timeout must be positive")
+        if (min(history_size, max_channels, history_bytes, max_event_bytes) < 1
+                or min(history_ttl_s, timeout_s, idempotency_window_s) <= 0):
+            raise ValueError("every history and channel limit, the ttl, the timeout and the idempotency window "
+                             "must be positive")
         self.url = url
         self.history_size = history_size
         self.max_channels = max_channels  # channels with subscribers on this node (one SUBSCRIBE each)
@@ -227,6 +243,8 @@ class RedisEngine(Engine):
         self.mark_every_s = max(1, self.ttl // _MARKS)
         self.timeout_s = timeout_s  # every Redis command; past it a publish is a 503, never a 202
         self.prefix = key_prefix
+        # Redis bounds the records itself: one per publish with a key, each gone after the window.
+        self.idempotency_window_ms = max(1, round(idempotency_window_s * 1000))
         self.topic_prefix = f"{key_prefix}{_db_of(url)}:t:".encode()  # pub/sub ignores the database number
         self.epoch = ""  # learnt from Redis at the first contact
         self.reconnects = 0  # subscription connections replaced (each followed by a catch-up)
@@ -348,22 +366,38 @@ class RedisEngine(Engine):
 
     # -- publish -------------------------------------------------------------------------
 
-    async def publish(self, channel: str, data: str, event: str | None = None) -> Published:
+    async def publish(
+        self, channel: str, data: str, event: str | None = None, *, idempotency_key: str | None = None,
+    ) -> Published:
         body = encode_event(data, event=event)  # may raise ValueError: nothing sent yet
         if len(body) > self.max_event_bytes:
             raise EventTooLargeError(len(body), self.max_event_bytes)
-        result = await self._call("publish", self._keys(channel), [
+        local = self._locals.get(channel)
+        subscribers = len(local.subscribers) if local is not None else 0
+        keys: list[str | bytes] = [*self._keys(channel)]
+        args: list[str | bytes | int] = [
             self._candidate, body, self.max_event_bytes, self.history_size, self.history_bytes,
             self.ttl, self.mark_every_s, self._topic(channel),
-        ])
+        ]
+        fingerprint = ""
+        if idempotency_key is not None:
+            fingerprint = publish_fingerprint(data, event)
+            # Length-prefixed: a channel name may hold any printable character, ":" included.
+            keys.append(f"{self.prefix}i:{len(idempotency_key)}:{idempotency_key}:{channel}")
+            args += [self.idempotency_window_ms, fingerprint, subscribers]
+        result = await self._call("publish", keys, args)
         if result[0] == b"too_large":
             raise EventTooLargeError(int(result[1]), self.max_event_bytes)
+        if result[0] == b"seen":
+            seen_fingerprint, seen_subscribers, seen_id = result[1].decode().split(" ")
+            if seen_fingerprint != fingerprint:
+                raise IdempotencyKeyReusedError(channel)
+            return Published(seen_id, int(seen_subscribers), replayed=True)
         epoch, seq = result[1].decode(), int(result[2])
         self._saw_epoch(epoch, seq)
         self.published += 1  # by this node; every node counts its own
-        local = self._locals.get(channel)
         # Delivery, here as on every node, comes from the subscription: one order for all.
-        return Published(f"{epoch}-{seq}", len(local.subscribers) if local is not None else 0)
+        return Published(f"{epoch}-{seq}", subscribers)
 
     # -- subscribe (the algorithm is Engine.subscribe) ------------------------------------
 

@@ -27,9 +27,9 @@ __all__ = ["ALLOW_HEADERS", "EXPOSE_HEADERS", "MAX_AGE_S", "cors", "check_origin
 
 ALLOW_METHODS = "GET, HEAD, POST, DELETE, OPTIONS"
 # What our clients send: JSON bodies, bearer tokens, EventSource's resume and cache
-# headers, the chat page's Prefer: respond-async.
-ALLOW_HEADERS = "Authorization, Content-Type, Last-Event-ID, Cache-Control, Accept, Prefer"
-EXPOSE_HEADERS = "SSE-Reset, Chat-Stream-Id, Location, Retry-After"
+# headers, the chat page's Prefer: respond-async, a publisher's Idempotency-Key.
+ALLOW_HEADERS = "Authorization, Content-Type, Last-Event-ID, Cache-Control, Accept, Prefer, Idempotency-Key"
+EXPOSE_HEADERS = "SSE-Reset, Chat-Stream-Id, Location, Retry-After, Idempotent-Replayed"
 MAX_AGE_S = 600  # browsers cache a preflight this long (Chromium caps it at 7200)
 
 
