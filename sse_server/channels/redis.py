@@ -284,6 +284,20 @@ class RedisEngine(Engine):
             return False
         return True
 
+    async def subscribed_anywhere(self, channels: Sequence[str]) -> list[bool]:
+        """PUBSUB NUMSUB of each channel's topic: a node SUBSCRIBEs to a topic exactly
+        while it has local subscribers (or joiners) for the channel, so a count above
+        zero means somebody, on some node, follows it."""
+        if not channels:
+            return []
+        self._start()
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                counts = await self._client.pubsub_numsub(*(self._topic(ch) for ch in channels))
+        except self._errors as e:
+            raise EngineUnavailableError(f"the channel backplane did not answer: {e or type(e).__name__}") from None
+        return [int(n) > 0 for _, n in counts]
+
     async def close(self) -> None:
         self._closing = True
         runner, self._runner = self._runner, None
