@@ -363,6 +363,7 @@ class JobTable(Mapping[str, Job]):
         # A cancel for another node's job: the control publish, that node's stop and
         # its final publish each take at most one backplane timeout; then give up.
         self.cancel_wait_s = 3 * config.backplane_timeout_s + 1.0
+        self.flush_s = 2 * config.backplane_timeout_s  # at shutdown, for the jobs' last events
         self._sweep_s = max(0.05, min(1.0, limits.idle_cancel_s / 4, limits.retention_s / 4))
         self._sweeper: asyncio.TimerHandle | None = None
         self._sweeping: asyncio.Task[None] | None = None
@@ -549,12 +550,15 @@ class JobTable(Mapping[str, Job]):
         for job in list(self._jobs.values()):
             job.stop("cancelled")
 
-    async def aclose(self, timeout_s: float = 2.0) -> None:
-        """``close``, then store what the jobs still have to say (bounded), then release the engine."""
+    async def aclose(self) -> None:
+        """``close``, then store what the jobs still have to say (bounded: two engine
+        timeouts, time for the final events in flight), then release the engine."""
         self.close()
         senders = {job.sender for job in self._jobs.values() if job.sender is not None}
         if senders:
-            await asyncio.wait(senders, timeout=timeout_s)
+            _, late = await asyncio.wait(senders, timeout=self.flush_s)
+            for sender in late:
+                sender.cancel()
         if self._listening is not None:
             self._listening.cancel()
         if self._control is not None:

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..app import App, JSONResponse, Request, Response, StreamingResponse
 from ..channels import ChannelLimitError, EngineUnavailableError
-from ..sse.streams import last_event_id_of
+from ..sse.streams import come_back_later, last_event_id_of
 from ..untrusted import NotAnInteger, OutOfRange, parse_int
 from .generation import CompletionStream, NamedEventStream
 from .jobs import DEFAULT_JOB_LIMITS, JobLimits
@@ -253,7 +253,10 @@ async def start_stream(request: Request) -> Answer:
 @_api
 async def resume_stream(request: Request) -> Answer:
     job_id = request.path_params["id"]
-    stream = await _service(request).jobs.stream(request, job_id)
+    try:
+        stream = await _service(request).jobs.stream(request, job_id)
+    except EngineUnavailableError as e:  # a 503 would stop the page's EventSource for good
+        return come_back_later(str(e))
     if stream is None:
         # It had ended and this client saw its last event: 204 stops EventSource
         # reconnecting (WHATWG HTML §9.2), where an empty 200 would loop forever.

@@ -29,7 +29,7 @@ from ..html import stream_page
 from ..middleware.auth import AUTH_STATE_KEY, Authenticator, ChannelAuth, install_auth
 from ..middleware.cors import cors
 from ..sse import encode_event
-from ..sse.streams import SSE_HEADERS, ChannelStream
+from ..sse.streams import SSE_HEADERS, ChannelStream, EventStream, come_back_later
 from ..untrusted import BadInteger, parse_int
 from . import pages
 from .chat import install_chat
@@ -104,13 +104,13 @@ def _config(request: Request) -> Config:
     return config
 
 
-async def _subscribe(request: Request, channels: list[str], *, tag_channels: bool) -> ChannelStream:
+async def _subscribe(request: Request, channels: list[str], *, tag_channels: bool) -> ChannelStream | EventStream:
     try:
         return await ChannelStream.subscribe(request, _engine(request), channels, tag_channels=tag_channels)
     except ChannelLimitError as e:
         raise HTTPError(503, str(e), [("Retry-After", "5")]) from None
     except EngineUnavailableError as e:
-        raise HTTPError(503, str(e), [("Retry-After", _UNAVAILABLE_RETRY_S)]) from None
+        return come_back_later(str(e))  # not a 503: that would stop an EventSource for good
 
 
 async def index(request: Request) -> HTMLResponse:
@@ -131,14 +131,17 @@ def _auth(request: Request) -> ChannelAuth | None:
     return auth
 
 
-async def _authorized_subscribe(request: Request, channels: list[str], *, tag_channels: bool) -> ChannelStream:
+async def _authorized_subscribe(
+    request: Request, channels: list[str], *, tag_channels: bool,
+) -> ChannelStream | EventStream:
     """Subscribe after the auth check (when auth is on); the stream ends when its token does."""
     auth = _auth(request)
     if auth is None:
         return await _subscribe(request, channels, tag_channels=tag_channels)
     principal = await auth.check_subscribe(request, channels)
     stream = await _subscribe(request, channels, tag_channels=tag_channels)
-    auth.end_at_expiry(stream, principal)
+    if isinstance(stream, ChannelStream):
+        auth.end_at_expiry(stream, principal)
     return stream
 
 
@@ -149,11 +152,11 @@ async def readyz(request: Request) -> PlainTextResponse:
     return PlainTextResponse("ready\n")
 
 
-async def subscribe(request: Request) -> ChannelStream:
+async def subscribe(request: Request) -> ChannelStream | EventStream:
     return await _authorized_subscribe(request, [_channel_name(request.path_params["name"])], tag_channels=False)
 
 
-async def subscribe_many(request: Request) -> ChannelStream:
+async def subscribe_many(request: Request) -> ChannelStream | EventStream:
     """``GET /events?channel=a&channel=b``: one stream; every id is ``<epoch>-<seq>;<channel>``,
     however many channels it names, so a page reads the channel the same way always."""
     names = list(dict.fromkeys(request.query.get("channel", [])))
