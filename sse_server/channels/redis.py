@@ -32,9 +32,13 @@ Strategy. Redis holds what must be shared; each node holds only its own subscrib
   gone), gets a reset.
 - **Unreachable or stalled Redis**: every command runs under ``timeout_s``; a
   publish or a subscribe that cannot be served raises EngineUnavailableError
-  (503 with Retry-After in the demo). Open streams stay up (their heartbeats are
+  (the demo answers a publish 503 with Retry-After, a subscribe a 200 stream with
+  only a retry hint, which EventSource reconnects after). Open streams stay up (their heartbeats are
   local); the subscription connection is pinged when silent and replaced, with
   backoff, when a ping goes unanswered; then the gap rule above catches up.
+
+Engines with different ``key_prefix`` on one Redis share nothing (keys, topics,
+epoch): the resumable generations use one of their own (ai/jobs.py).
 
 Bytes per channel (``history_bytes``) count the encoded event as Redis stores it
 (its bytes, not the stream's per-entry overhead; the in-memory engine also counts a

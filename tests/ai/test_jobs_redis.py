@@ -100,6 +100,22 @@ async def test_a_job_started_on_a_resumes_on_b_with_every_token_once(
             assert (await on_b.post(f"/chat/streams/{unknown}/cancel")).status_code == 404
 
 
+async def test_a_burst_of_tokens_is_stored_in_order(start_server: StartServer, redis_server: RedisServer) -> None:
+    """Unpaced (every token in one go), a job's events reach Redis in the order generated: A's
+    stream and B's replay both read start, every token in order, then done."""
+    a, b = await two_nodes(start_server, redis_server, model_tokens_per_s=0)
+    async with httpx.AsyncClient(base_url=a.url) as on_a, httpx.AsyncClient(base_url=b.url) as on_b:
+        async with on_a.stream("POST", "/chat/streams", json={"messages": MESSAGES}) as response:
+            live = await read_events(response)
+            job_id = response.headers["chat-stream-id"]
+        async with on_b.stream("GET", f"/chat/streams/{job_id}") as replayed:
+            replay = await read_events(replayed)
+    for events in (live, replay):
+        assert [e.event for e in events] == ["start", *["token"] * (len(events) - 2), "done"]
+        assert tokens_text(events) == TEXT and seqs(events) == sorted(set(seqs(events)))
+    assert [e.id for e in live] == [e.id for e in replay]
+
+
 async def test_cancel_on_b_stops_the_generation_on_a(start_server: StartServer, redis_server: RedisServer) -> None:
     """The stop button's request on B stops A's run: B answers the final state, A's watcher
     gets done (cancelled), and nothing is generated after it."""
