@@ -368,7 +368,8 @@ class JobTable(Mapping[str, Job]):
         self._sweeper: asyncio.TimerHandle | None = None
         self._sweeping: asyncio.Task[None] | None = None
         self._control: Any = None  # the control channel's Subscription while followed
-        self._listening: asyncio.Task[None] | None = None
+        self._listening: asyncio.Task[None] | None = None  # subscribing to it
+        self._relistening: asyncio.Task[None] | None = None
         self._closed = False
 
     def __getitem__(self, job_id: str) -> Job:
@@ -396,17 +397,18 @@ class JobTable(Mapping[str, Job]):
 
     def control_lost(self) -> None:
         """The engine ended the control subscription (Redis lost its data): follow it again."""
-        self._control = None
-        self._listening = asyncio.get_running_loop().create_task(self._relisten())
+        self._control = self._listening = None
+        if not self._closed:
+            self._relistening = asyncio.get_running_loop().create_task(self._relisten())
 
     async def _relisten(self) -> None:
         backoff_s = 0.05
         for _ in range(_RELISTEN_ATTEMPTS):
+            await asyncio.sleep(backoff_s)
             try:
-                await self._subscribe_control()
+                await self.listen()
                 return
             except EngineUnavailableError:
-                await asyncio.sleep(backoff_s)
                 backoff_s = min(backoff_s * 2, 2.0)
         log.warning("cannot follow the jobs' control channel; the next start tries again")
 
@@ -559,8 +561,9 @@ class JobTable(Mapping[str, Job]):
             _, late = await asyncio.wait(senders, timeout=self.flush_s)
             for sender in late:
                 sender.cancel()
-        if self._listening is not None:
-            self._listening.cancel()
+        for task in (self._listening, self._relistening):
+            if task is not None:
+                task.cancel()
         if self._control is not None:
             self.broker.unsubscribe(self._control)
             self._control = None

@@ -102,14 +102,22 @@ async def test_a_job_started_on_a_resumes_on_b_with_every_token_once(
 
 async def test_a_burst_of_tokens_is_stored_in_order(start_server: StartServer, redis_server: RedisServer) -> None:
     """Unpaced (every token in one go), a job's events reach Redis in the order generated: A's
-    stream and B's replay both read start, every token in order, then done."""
+    stream and B's replay both read start, every token in order, then done; a publish to
+    /channels/gen:<id>/events does not reach the job."""
     a, b = await two_nodes(start_server, redis_server, model_tokens_per_s=0)
     async with httpx.AsyncClient(base_url=a.url) as on_a, httpx.AsyncClient(base_url=b.url) as on_b:
         async with on_a.stream("POST", "/chat/streams", json={"messages": MESSAGES}) as response:
             live = await read_events(response)
             job_id = response.headers["chat-stream-id"]
+        # The channels' routes cannot reach a job: a publish there lands in another namespace.
+        assert (await on_b.post(f"/channels/gen:{job_id}/events", content="injected")).status_code == 202
         async with on_b.stream("GET", f"/chat/streams/{job_id}") as replayed:
             replay = await read_events(replayed)
+    redis = await redis_server.client()
+    try:
+        assert await redis.exists(f"{JOB_KEY_PREFIX}h:gen:{job_id}") and await redis.xlen(f"sse:h:gen:{job_id}") == 1
+    finally:
+        await redis.aclose()
     for events in (live, replay):
         assert [e.event for e in events] == ["start", *["token"] * (len(events) - 2), "done"]
         assert tokens_text(events) == TEXT and seqs(events) == sorted(set(seqs(events)))
