@@ -14,6 +14,9 @@ Routes:
                                    one), then live; the response ends after done/error
   POST   /chat/streams/{id}/cancel, DELETE /chat/streams/{id}   stop it
 
+With ``--backplane`` the last three work on every node, whichever node runs the job
+(jobs.py).
+
 Each handler is a module-level function that finds the ChatService in
 ``request.app.state["llm"]``; an APIError anywhere in it becomes OpenAI's error
 body with its status (``_api``).

@@ -20,6 +20,7 @@ from sse_server.demo import create_app
 from sse_server.sse import Event, EventStreamParser
 from tests.ai.helpers import LLM_CONFIG, MESSAGES, llm_config, read_events, service, tokens_text
 from tests.conftest import StartServer
+from tests.processes import start_cli
 from tests.redis_server import RedisServer, require_redis
 from tests.waiting import eventually
 
@@ -212,3 +213,28 @@ async def test_a_new_subscription_while_redis_is_stalled_is_told_to_retry(
         # ran again (a 503 says "unknown", never "stored"), so it may come first, once.
         assert [(e.id, e.data) for e in got][-1] == (after.json()["id"], "after")
         assert [e.data for e in got[:-1]] in ([], ["refused"]) and seqs(got) == sorted(set(seqs(got)))
+
+
+async def test_two_cli_nodes_resume_and_cancel_each_others_jobs(tmp_path: Path, redis_server: RedisServer) -> None:
+    """`python -m sse_server --backplane` twice: a job started on one is followed on the other
+    from Last-Event-ID and stopped there; both nodes then stop cleanly on SIGTERM."""
+    args = ("--backplane", redis_server.url, "--model-tokens-per-s", "30")
+    a, b = await start_cli(tmp_path, *args), await start_cli(tmp_path, *args)
+    try:
+        async with httpx.AsyncClient(base_url=a.url) as on_a, httpx.AsyncClient(base_url=b.url) as on_b:
+            job_id = await start_job(on_a)
+            async with on_a.stream("GET", f"/chat/streams/{job_id}") as response:
+                first = await read_until(response, lambda ev: sum(e.event == "token" for e in ev) >= 2)
+            async with on_b.stream("GET", f"/chat/streams/{job_id}", headers={"Last-Event-ID": first[-1].id}) as rest:
+                parser, later, stopped = EventStreamParser(), [], None
+                async for piece in rest.aiter_bytes():
+                    later += parser.feed(piece)
+                    if stopped is None and any(e.event == "token" for e in later):
+                        stopped = await on_b.post(f"/chat/streams/{job_id}/cancel")
+        assert stopped is not None and stopped.status_code == 200 and stopped.json()["state"] == "cancelled"
+        events = first + later
+        assert events[-1].event == "done" and json.loads(events[-1].data)["finish_reason"] == "cancelled"
+        assert seqs(events) == sorted(set(seqs(events))) and TEXT.startswith(tokens_text(events))
+    finally:
+        codes = [await a.stop(), await b.stop()]
+    assert codes == [0, 0], a.lines + b.lines
