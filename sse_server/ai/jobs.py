@@ -564,7 +564,5 @@ class JobTable(Mapping[str, Job]):
         for task in (self._listening, self._relistening):
             if task is not None:
                 task.cancel()
-        if self._control is not None:
-            self.broker.unsubscribe(self._control)
-            self._control = None
+        self._control = None  # closing the engine ends its subscriptions
         await self.broker.close()

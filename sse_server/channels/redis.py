@@ -623,6 +623,8 @@ class _Session:
         finally:
             for task in tasks:
                 task.cancel()
+            # Collected, so a write cut by the disconnect is not logged as never retrieved.
+            await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _read(self, initial: list[_Local], catch_up: bool) -> None:
         engine = self.engine
