@@ -38,7 +38,7 @@ from .clients import TokenBuckets, client_key, retry_after
 from .config import Config
 from .middleware.auth import AUTH_STATE_KEY, Authenticator, ChannelAuth, install_auth
 from .middleware.cors import cors
-from .sse.streams import ChannelStream
+from .sse.streams import ChannelStream, EventStream, come_back_later
 
 __all__ = ["IDEMPOTENCY_KEY_MAX_CHARS", "create_app", "idempotency_key_of", "install_channels", "make_engine"]
 
@@ -106,23 +106,26 @@ def _auth(request: Request) -> ChannelAuth | None:
     return auth
 
 
-async def _subscribe(request: Request, channels: list[str], *, tag_channels: bool) -> ChannelStream:
+async def _subscribe(request: Request, channels: list[str], *, tag_channels: bool) -> ChannelStream | EventStream:
     try:
         return await ChannelStream.subscribe(request, _engine(request), channels, tag_channels=tag_channels)
     except ChannelLimitError as e:
         raise HTTPError(503, str(e), [("Retry-After", "5")]) from None
     except EngineUnavailableError as e:
-        raise HTTPError(503, str(e), [("Retry-After", _UNAVAILABLE_RETRY_S)]) from None
+        return come_back_later(str(e))  # not a 503: that would stop an EventSource for good
 
 
-async def _authorized_subscribe(request: Request, channels: list[str], *, tag_channels: bool) -> ChannelStream:
+async def _authorized_subscribe(
+    request: Request, channels: list[str], *, tag_channels: bool,
+) -> ChannelStream | EventStream:
     """Subscribe after the auth check (when auth is on); the stream ends when its token does."""
     auth = _auth(request)
     if auth is None:
         return await _subscribe(request, channels, tag_channels=tag_channels)
     principal = await auth.check_subscribe(request, channels)
     stream = await _subscribe(request, channels, tag_channels=tag_channels)
-    auth.end_at_expiry(stream, principal)
+    if isinstance(stream, ChannelStream):
+        auth.end_at_expiry(stream, principal)
     return stream
 
 
@@ -137,11 +140,11 @@ async def readyz(request: Request) -> PlainTextResponse:
     return PlainTextResponse("ready\n")
 
 
-async def subscribe(request: Request) -> ChannelStream:
+async def subscribe(request: Request) -> ChannelStream | EventStream:
     return await _authorized_subscribe(request, [_channel_name(request.path_params["name"])], tag_channels=False)
 
 
-async def subscribe_many(request: Request) -> ChannelStream:
+async def subscribe_many(request: Request) -> ChannelStream | EventStream:
     """``GET /events?channel=a&channel=b``: one stream; every id is ``<epoch>-<seq>;<channel>``,
     however many channels it names, so a page reads the channel the same way always."""
     names = list(dict.fromkeys(request.query.get("channel", [])))

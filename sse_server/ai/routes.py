@@ -14,6 +14,9 @@ Routes:
                                    one), then live; the response ends after done/error
   POST   /chat/streams/{id}/cancel, DELETE /chat/streams/{id}   stop it
 
+With ``--backplane`` the last three work on every node, whichever node runs the job
+(jobs.py).
+
 Each handler is a module-level function that finds the ChatService in
 ``request.app.state["llm"]``; an APIError anywhere in it becomes OpenAI's error
 body with its status (``_api``).
@@ -28,10 +31,11 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from ..app import App, JSONResponse, Request, Response, StreamingResponse
-from ..sse.streams import last_event_id_of
+from ..channels import ChannelLimitError, EngineUnavailableError
+from ..sse.streams import come_back_later, last_event_id_of
 from ..untrusted import NotAnInteger, OutOfRange, parse_int
 from .generation import CompletionStream, NamedEventStream
-from .jobs import DEFAULT_JOB_LIMITS, Job, JobLimits
+from .jobs import DEFAULT_JOB_LIMITS, JobLimits
 from .mockmodel import MOCK_CREATED, MOCK_MODEL, mock_complete
 from .service import ChatService
 from .upstream import UpstreamError, UpstreamResponse, path_segment
@@ -69,7 +73,7 @@ def install_llm(app: App, config: Config, jobs: JobLimits = DEFAULT_JOB_LIMITS) 
     app.state[STATE_KEY] = service
 
     async def stop() -> None:
-        service.close()
+        await service.aclose()
 
     app.on_shutdown.append(stop)
     for pattern, handler, methods in ROUTES:
@@ -92,6 +96,9 @@ def _api(handler: Callable[[Request], Awaitable[Answer]]) -> Callable[[Request],
             return await handler(request)
         except APIError as e:
             return JSONResponse(e.body(), status=e.status, headers=e.headers)
+        except (EngineUnavailableError, ChannelLimitError) as e:  # the jobs' engine, with --backplane
+            error = APIError(503, str(e), "server_error", None, "engine_unavailable", [("Retry-After", "1")])
+            return JSONResponse(error.body(), status=error.status, headers=error.headers)
 
     return wrapped
 
@@ -233,39 +240,36 @@ async def start_stream(request: Request) -> Answer:
     _, body = await _read_chat_body(request, service)
     chat = parse_chat_request(body, require_model=False)
     client = request.client[0] if request.client else None
-    job = service.start_job(chat, service.check_model(chat.model), client)
+    model = service.check_model(chat.model)
+    await service.jobs.listen()  # with a backplane: other nodes can cancel what this one runs
+    job = service.start_job(chat, model, client)
     location = [("Location", f"/chat/streams/{job.id}"), ("Chat-Stream-Id", job.id)]
     if "respond-async" in (request.headers.get("prefer") or ""):
         return JSONResponse(job.describe(), 202, [*location, ("Preference-Applied", "respond-async")])
-    stream = await service.jobs.stream(request, job)
+    stream = await service.jobs.stream(request, job.id)
+    if stream is None:  # a Last-Event-ID past its end on the very request that started it
+        return Response(b"", 204, location)
     stream.headers.append(location[0])
     return stream
 
 
-def _job(service: ChatService, request: Request) -> Job:
-    job = service.jobs.get(request.path_params["id"])
-    if job is None:
-        raise APIError(404, "No such chat stream (it may have expired).", param="id", code="stream_not_found")
-    return job
-
-
 @_api
 async def resume_stream(request: Request) -> Answer:
-    service = _service(request)
-    stream = await service.jobs.stream(request, _job(service, request))
-    if stream.ended and last_event_id_of(request):
+    job_id = request.path_params["id"]
+    try:
+        stream = await _service(request).jobs.stream(request, job_id)
+    except EngineUnavailableError as e:  # a 503 would stop the page's EventSource for good
+        return come_back_later(str(e))
+    if stream is None:
         # It had ended and this client saw its last event: 204 stops EventSource
         # reconnecting (WHATWG HTML §9.2), where an empty 200 would loop forever.
-        stream.close()
-        return Response(b"", 204, [("Chat-Stream-Id", request.path_params["id"])])
+        return Response(b"", 204, [("Chat-Stream-Id", job_id)])
     return stream
 
 
 @_api
 async def cancel_stream(request: Request) -> Answer:
-    job = _job(_service(request), request)
-    job.stop("cancelled")
-    return JSONResponse(job.describe())
+    return JSONResponse(await _service(request).jobs.cancel(request.path_params["id"]))
 
 
 ROUTES: list[tuple[str, Callable[[Request], Awaitable[Answer]], list[str]]] = [

@@ -59,6 +59,11 @@ class ChatService:
             self._pacer.close()
             self._pacer = None  # a later start on another loop makes its own
 
+    async def aclose(self) -> None:
+        """``close``, then the jobs' last events stored and their engine released."""
+        self.close()
+        await self.jobs.aclose()
+
     # -- generation sources --------------------------------------------------------------
 
     def _headers(self, accept: str) -> list[tuple[str, str]]:

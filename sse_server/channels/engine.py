@@ -269,6 +269,19 @@ class Engine(ABC):
     async def close(self) -> None:
         """Release the engine's connections and timers (server shutdown)."""
 
+    async def history(self, channel: str, after_seq: int = 0) -> History:
+        """What the engine holds of ``channel`` after ``after_seq`` (all of it by default),
+        wherever it was published. May raise EngineUnavailableError."""
+        return await self._read_history(channel, after_seq)
+
+    async def subscribed_anywhere(self, channels: Sequence[str]) -> list[bool]:
+        """Whether each channel has a live subscriber on any node sharing this engine.
+
+        An in-process engine is the only node; a shared one asks its store (and may
+        raise EngineUnavailableError).
+        """
+        return [self.subscriber_count(ch) > 0 for ch in channels]
+
     async def ready(self) -> bool:
         """Whether the engine can serve publishes and subscribes now (``GET /readyz``); cheap.
 

@@ -36,9 +36,13 @@ Strategy. Redis holds what must be shared; each node holds only its own subscrib
   gone), gets a reset.
 - **Unreachable or stalled Redis**: every command runs under ``timeout_s``; a
   publish or a subscribe that cannot be served raises EngineUnavailableError
-  (503 with Retry-After in the demo). Open streams stay up (their heartbeats are
+  (the demo answers a publish 503 with Retry-After, a subscribe a 200 stream with
+  only a retry hint, which EventSource reconnects after). Open streams stay up (their heartbeats are
   local); the subscription connection is pinged when silent and replaced, with
   backoff, when a ping goes unanswered; then the gap rule above catches up.
+
+Engines with different ``key_prefix`` on one Redis share nothing (keys, topics,
+epoch): the resumable generations use one of their own (ai/jobs.py).
 
 Bytes per channel (``history_bytes``) count the encoded event as Redis stores it
 (its bytes, not the stream's per-entry overhead; the in-memory engine also counts a
@@ -306,6 +310,20 @@ class RedisEngine(Engine):
         except self._errors:
             return False
         return True
+
+    async def subscribed_anywhere(self, channels: Sequence[str]) -> list[bool]:
+        """PUBSUB NUMSUB of each channel's topic: a node SUBSCRIBEs to a topic exactly
+        while it has local subscribers (or joiners) for the channel, so a count above
+        zero means somebody, on some node, follows it."""
+        if not channels:
+            return []
+        self._start()
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                counts = await self._client.pubsub_numsub(*(self._topic(ch) for ch in channels))
+        except self._errors as e:
+            raise EngineUnavailableError(f"the channel backplane did not answer: {e or type(e).__name__}") from None
+        return [int(n) > 0 for _, n in counts]
 
     async def close(self) -> None:
         self._closing = True
@@ -644,6 +662,8 @@ class _Session:
         finally:
             for task in tasks:
                 task.cancel()
+            # Collected, so a write cut by the disconnect is not logged as never retrieved.
+            await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _read(self, initial: list[_Local], catch_up: bool) -> None:
         engine = self.engine

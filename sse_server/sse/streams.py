@@ -29,14 +29,16 @@ import json
 import random
 import weakref
 from collections import deque
-from collections.abc import AsyncIterable, Iterable, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Sequence
 from typing import Any
 
 from ..app import Request, Sink, StreamingResponse
 from ..channels import EncodedEvent, Engine, Subscription
 from .codec import Event, encode_comment, encode_event, encode_retry
 
-__all__ = ["SSE_HEADERS", "ChannelStream", "EventStream", "Heartbeats", "SSEStream", "last_event_id_of"]
+__all__ = [
+    "SSE_HEADERS", "ChannelStream", "EventStream", "Heartbeats", "SSEStream", "come_back_later", "last_event_id_of",
+]
 
 SSE_HEADERS: tuple[tuple[str, str], ...] = (
     ("Content-Type", "text/event-stream; charset=utf-8"),
@@ -330,6 +332,29 @@ class ChannelStream(SSEStream):
             self._heartbeats.remove(self)
             self._heartbeats = None
         self.sink = None
+
+
+async def _one(item: bytes) -> AsyncIterator[bytes]:
+    yield item
+
+
+def come_back_later(reason: str, retry_ms: int = 1_000) -> EventStream:
+    """An SSE subscription that cannot be served now (its engine is unreachable),
+    answered so that browsers recover.
+
+    A 503 would fail an EventSource for good: any status but 200 (or a type other
+    than text/event-stream) "fails the connection" and it never reconnects (WHATWG
+    HTML §9.2). So the answer is a 200 event stream holding only a ``retry:`` hint
+    (``retry_ms`` plus up to as much again, so an outage's clients do not all come
+    back in one instant) and a comment naming the cause, and it ends at once:
+    EventSource reconnects after the hint with the same Last-Event-ID and resumes
+    from history once the engine answers. Chosen over a stream held open until the
+    engine is back: a node holds nothing per waiting client, the reconnect may
+    reach a node that can serve it, and a stream that looked live would hide the
+    outage from the page.
+    """
+    note = encode_comment(f"unavailable: {reason}; reconnect after the retry hint")
+    return EventStream(_one(note), retry_ms=retry_ms + random.randint(0, retry_ms))
 
 
 class Heartbeats:

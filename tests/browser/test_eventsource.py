@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
 from typing import Any
 
+from sse_server.channels import EngineUnavailableError
 from sse_server.demo import create_app
 
+from ..redis_server import RedisServer, require_redis
 from .conftest import ServerThread
 
 PAGE = """<!doctype html><meta charset="utf-8"><title>es</title><ul id="log"></ul>
@@ -122,3 +126,35 @@ def test_two_channels_on_one_eventsource_resume_together_after_a_cut(page: Any, 
     assert [(g["id"].partition(";")[0], g["channel"]) for g in got] == expected
     assert [g["data"] for g in got][4:8] == ["b-gap0", "a-gap1", "a-gap2", "b-gap3"]
     assert all("ERR_INCOMPLETE_CHUNKED_ENCODING" in e for e in page.errors)  # only the cut itself
+
+
+def test_eventsource_opened_while_redis_is_stalled_keeps_trying(page: Any, live_server: Any, tmp_path: Path) -> None:
+    """An EventSource opened while Redis is stalled is told to retry (200 with a retry hint),
+    never refused: it does not close, reconnects, and gets what is published once Redis is back."""
+    require_redis()
+    redis = RedisServer(tmp_path)
+    st = live_server(create_app, backplane=redis.url, backplane_timeout_s=0.25)
+    serve_page(st)
+    st.call(redis.start())
+    try:
+        redis.pause()
+        page.goto(st.url + "/es")
+        page.wait_for_function("window.opened >= 2", timeout=10_000)  # told to retry, and it did
+        assert page.evaluate("es.readyState") != 2  # never CLOSED, as a 503 would have made it
+        redis.resume()
+        engine = st.app.state["engine"]
+        deadline = time.monotonic() + 15
+        published: list[str] = []
+        while not received(page):  # publish until the reconnected page is subscribed again
+            assert time.monotonic() < deadline, "the page got nothing after Redis came back"
+            try:
+                published.append(st.call(engine.publish("b", "after")).id)
+            except EngineUnavailableError:
+                continue
+            page.wait_for_timeout(100)  # paces the publisher while the page reconnects
+        got = received(page)
+        assert {(e["kind"], e["data"]) for e in got} == {("message", "after")}
+        assert {e["id"] for e in got} <= set(published)
+        assert page.errors == []
+    finally:
+        redis.stop()
