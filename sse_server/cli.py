@@ -30,7 +30,8 @@ from .clients import TrustedPeers
 from .config import Config
 from .server import Server, metrics_token, tls_context
 
-__all__ = ["main", "build_parser", "build_token_parser", "load_app", "AppSpecError", "BUILTIN_APPS"]
+__all__ = ["main", "build_parser", "build_token_parser", "configure_logging", "load_app", "prepare", "AppSpecError",
+           "BUILTIN_APPS", "PREPARE_ERRORS"]
 
 log = logging.getLogger("sse_server")
 
@@ -40,6 +41,8 @@ _DEFAULTS = Config()
 # send buffer on every stream.
 _C_INT_MAX = 2**31 - 1
 LOG_LEVELS = ("debug", "info", "warning", "error")
+# Each worker is a whole interpreter (~30 MB): a typo such as 2000 would start 2000.
+_MAX_WORKERS = 256
 
 
 def _int_range(low: int, high: int | None = None) -> Callable[[str], int]:
@@ -217,6 +220,10 @@ def build_parser(prog: str = "python -m sse_server") -> argparse.ArgumentParser:
     b.add_argument("--backplane-timeout", type=_positive_s, default=_DEFAULTS.backplane_timeout_s,
                    dest="backplane_timeout_s",
                    help="seconds each Redis command may take; a publish past it answers 503; more than 0")
+    b.add_argument("--workers", type=_int_range(1, _MAX_WORKERS), default=_DEFAULTS.workers,
+                   help="processes serving the one port, under a supervisor that restarts a worker that dies "
+                        "and, on SIGHUP, each worker in turn; more than 1 needs --backplane for the demo's "
+                        f"channels; 1 to {_MAX_WORKERS}")
     o = p.add_argument_group("observability and compression")
     o.add_argument("--access-log-format", choices=("text", "json"), default=_DEFAULTS.access_log_format,
                    help="access log lines (at --log-level info): text, or one JSON object per request "
@@ -423,31 +430,27 @@ def main(argv: list[str] | None = None) -> None:
     if argv[:1] == ["token"]:
         token_main(argv[1:], prog)
         return
-    args = build_parser(prog).parse_args(argv)
-    logging.basicConfig(
-        level=getattr(logging, args.log_level.upper()),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    parser = build_parser(prog)
+    args = parser.parse_args(argv)
+    configure_logging(args.log_level)
     try:
-        config = config_from_args(args)
-        if config.keyfile and not config.certfile:
-            raise ValueError("--keyfile needs --certfile")
-        if config.certfile:
-            try:  # a missing or mismatched file is said now, not at the first connection
-                tls_context(config.certfile, config.keyfile)
-            except OSError as e:
-                raise ValueError(f"cannot load --certfile {config.certfile} "
-                                 f"(--keyfile {config.keyfile}): {e}") from None
-        metrics_token(config)  # refuse to start with metrics that were to be protected left open
-        if args.app:
-            app = load_app(args.app, config)
-        else:
-            from .demo import create_app
-
-            app = create_app(config)
-    except (ImportError, AttributeError, TypeError, ValueError) as e:
+        config, app = prepare(args)
+    except PREPARE_ERRORS as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    if config.workers > 1:
+        from .workers import supervise, workers_refusal
+
+        refusal = workers_refusal(app, config)
+        if refusal:
+            parser.error(refusal)
+        del app  # each worker builds its own; this one only proved that it can be built
+        try:
+            status = supervise(argv, config)
+        except OSError as e:
+            print(f"error: cannot serve on {args.host}:{args.port}: {e}", file=sys.stderr)
+            sys.exit(1)
+        sys.exit(status)
     try:
         asyncio.run(serve(app, config))
     except OSError as e:
@@ -455,3 +458,37 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(1)
     except KeyboardInterrupt:
         pass
+
+
+def configure_logging(level: str, tag: str = "") -> None:
+    """Log lines to stderr at ``level``; ``tag`` (a worker's) follows the logger name."""
+    logging.basicConfig(
+        level=getattr(logging, level.upper()),
+        format=f"%(asctime)s %(levelname)s %(name)s{tag}: %(message)s",
+    )
+
+
+# What prepare() raises for a configuration or an --app that cannot be served (exit 2).
+PREPARE_ERRORS = (ImportError, AttributeError, TypeError, ValueError)
+
+
+def prepare(args: argparse.Namespace) -> tuple[Config, App]:
+    """The Config of parsed flags and the App they name, checked before anything binds.
+
+    Raises one of PREPARE_ERRORS, saying what is wrong.
+    """
+    config = config_from_args(args)
+    if config.keyfile and not config.certfile:
+        raise ValueError("--keyfile needs --certfile")
+    if config.certfile:
+        try:  # a missing or mismatched file is said now, not at the first connection
+            tls_context(config.certfile, config.keyfile)
+        except OSError as e:
+            raise ValueError(f"cannot load --certfile {config.certfile} "
+                             f"(--keyfile {config.keyfile}): {e}") from None
+    metrics_token(config)  # refuse to start with metrics that were to be protected left open
+    if args.app:
+        return config, load_app(args.app, config)
+    from .demo import create_app
+
+    return config, create_app(config)

@@ -106,6 +106,10 @@ class Config:
     # Every Redis command: past it a publish answers 503, so a stalled Redis cannot
     # hold publishers (or promise them an event that was not stored).
     backplane_timeout_s: float = 1.0
+    # Processes serving one port under a supervisor (sse_server/workers.py); one
+    # Python process uses one core. Above 1, channels need the backplane: each
+    # worker would otherwise hold its own.
+    workers: int = 1
 
     # Resumable generations (POST /chat/streams) one client address may run at once;
     # without it one client fills the global table (1,000) and everyone gets 429.

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import socket
 import ssl
 
 from .app import AnyResponse, App, Middleware, Request
@@ -121,8 +122,12 @@ class Server:
         shortest = min(cfg.head_timeout_s, cfg.keepalive_timeout_s, cfg.body_timeout_s, cfg.write_timeout_s)
         return max(0.02, min(1.0, shortest / 4))
 
-    async def start(self) -> None:
-        """Run the app's start-up hooks and bind; returns once the port is listening."""
+    async def start(self, sock: socket.socket | None = None) -> None:
+        """Run the app's start-up hooks and bind; returns once the port is listening.
+
+        ``sock``: serve on this listening socket instead of binding ``config.host``
+        and ``config.port`` (a worker of ``--workers`` serves the supervisor's).
+        """
         self.loop = asyncio.get_running_loop()
         if self.config.certfile:
             self.tls = tls_context(self.config.certfile, self.config.keyfile)
@@ -144,10 +149,13 @@ class Server:
         for hook in self.app.on_startup:
             await hook()
         self._idle.set()
-        self._listener = await self.loop.create_server(
-            lambda: Connection(self), self.config.host, self.config.port,
-            backlog=backlog, reuse_address=True,
-        )
+        if sock is not None:
+            self._listener = await self.loop.create_server(lambda: Connection(self), sock=sock, backlog=backlog)
+        else:
+            self._listener = await self.loop.create_server(
+                lambda: Connection(self), self.config.host, self.config.port,
+                backlog=backlog, reuse_address=True,
+            )
         sockname = self._listener.sockets[0].getsockname()
         self.host, self.port = sockname[0], sockname[1]
         self._sweeper = self.loop.call_later(self.sweep_interval_s, self._sweep)

@@ -10,15 +10,15 @@ and live streams from the server's registries, events, deliveries, drops and
 resumes from the channel engine's integers (``app.state["engine"]``), heartbeats
 from the shared timer. So the fan-out path gains nothing per delivery.
 
-One process is one scrape. A supervisor of several workers collects each
-worker's ``collect()`` and serves ``metrics.merge`` (labelled ``worker``) or
-``metrics.sum_families`` of them, never one worker picked by chance.
+One process is one scrape. Under ``--workers`` each worker sets ``gather``, which
+adds its siblings' ``collect()`` to its own (``sse_server/workers.py``: labelled
+``worker``), so a scrape on any worker reports every worker, never one picked by chance.
 """
 
 from __future__ import annotations
 
 import hmac
-from collections.abc import Sized
+from collections.abc import Awaitable, Callable, Sized
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..app import AnyResponse, Handler, Outcome, Request, Response
@@ -77,11 +77,13 @@ class Metrics:
         self.finished_bytes = 0  # body bytes of responses that have ended
         self._bytes_reported = 0
         self._observer = self._observe
+        # Set by a worker of --workers: this worker's families in, every worker's out.
+        self.gather: Callable[[list[Family]], Awaitable[list[Family]]] | None = None
 
     async def __call__(self, request: Request, call_next: Handler) -> AnyResponse:
         request.on_finish(self._observer)  # bound once: nothing allocated per request or per stream
         if request.path == METRICS_PATH and request.method in ("GET", "HEAD"):
-            return self.scrape(request)
+            return await self.scrape(request)
         return await call_next(request)
 
     def _observe(self, outcome: Outcome) -> None:
@@ -95,13 +97,16 @@ class Metrics:
         else:
             self.request_duration.observe(outcome.duration_s)
 
-    def scrape(self, request: Request) -> Response:
+    async def scrape(self, request: Request) -> Response:
         token = self._token
         if token is not None:
             given = (request.headers.get("authorization") or "").encode("latin-1", "replace")
             if not hmac.compare_digest(given, token):
                 return Response("a bearer token is required\n", 401, [("WWW-Authenticate", 'Bearer realm="metrics"')])
-        return Response(encode(self.collect()), content_type=CONTENT_TYPE, headers=[("Cache-Control", "no-store")])
+        families = self.collect()
+        if self.gather is not None:
+            families = await self.gather(families)
+        return Response(encode(families), content_type=CONTENT_TYPE, headers=[("Cache-Control", "no-store")])
 
     # -- reading -----------------------------------------------------------------------------
 
