@@ -82,6 +82,8 @@ log = logging.getLogger("sse_server")
 _MAX_DISCARD_BYTES = 64 * 1024  # unread request body we skip to keep a connection; more -> close
 _READ_HIGH_WATER = 256 * 1024  # buffered request bytes before we stop reading the socket
 _DRAINS_PER_YIELD = 16  # a producer that never fills the socket still lets others run this often
+# At shutdown, how long a connection accepted with no request yet may take to send one.
+_FIRST_REQUEST_GRACE_S = 0.5
 _PIPELINED_PER_YIELD = 8  # requests served back to back before other connections get a turn
 _LAST_CHUNK = encode_chunk(b"")
 _TCP_KEEPALIVE = (  # half-open peers of long streams are found in about two minutes
@@ -165,7 +167,7 @@ class Connection(asyncio.Protocol):
         "server", "transport", "parser", "client", "deadline", "task", "stream",
         "scheme", "proxied", "limit_key", "_handshaking",
         "_head", "_keep_alive", "_body_unread", "_waiter", "_drain_waiter", "_paused_writing",
-        "_eof", "_lost", "_closing", "_head_started", "_answered", "_unyielded",
+        "_eof", "_lost", "_closing", "_head_started", "_answered", "_unyielded", "_requested",
     )
 
     def __init__(self, server: Host) -> None:
@@ -195,6 +197,7 @@ class Connection(asyncio.Protocol):
         self._head_started = False
         self._answered = False  # the current request's response head has been written
         self._unyielded = 0  # drains since this connection last let the loop run others
+        self._requested = False  # a request head has arrived on this connection
 
     @property
     def closing(self) -> bool:
@@ -348,6 +351,7 @@ class Connection(asyncio.Protocol):
         assert isinstance(head, RequestHead)
         self.server.clear_deadline(self)
         self.deadline = 0.0
+        self._requested = True
         self.task = self.server.loop.create_task(self._serve(head))
 
     def on_deadline(self) -> None:
@@ -378,6 +382,15 @@ class Connection(asyncio.Protocol):
             self.task.cancel()
             return True
         if self.task is not None or self.stream is not None or not self.parser.idle:
+            return False
+        if not self._requested:
+            # Accepted, nothing received yet: its first request is on its way (a worker
+            # restarting under --workers accepted it just before it stopped), and a
+            # client retries a request only on a reused connection (RFC 9112 §9.3.1).
+            # It gets a moment to send it; the sweeper closes a silent one then.
+            grace = self.server.loop.time() + _FIRST_REQUEST_GRACE_S
+            self.deadline = min(self.deadline, grace) if self.deadline else grace
+            self.server.await_deadline(self)
             return False
         self._close()
         return True

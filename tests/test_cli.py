@@ -335,6 +335,8 @@ BAD_INVOCATIONS = [
     (["--history-ttl", "inf"], "--history-ttl"),
     (["--backplane-timeout", "0"], "--backplane-timeout"),
     (["--backplane-timeout", "nan"], "--backplane-timeout"),
+    (["--workers", "0"], "--workers"),
+    (["--workers", "257"], "--workers"),  # a typo must not start hundreds of interpreters
     (["--jwt-leeway", "-1"], "--jwt-leeway"),
     (["--jwt-leeway", "nan"], "--jwt-leeway"),
     (["--public-channel", ""], "--public-channel"),
