@@ -604,6 +604,27 @@ async def test_shutdown_is_bounded_when_a_handler_hangs(start_server: StartServe
         await close(writer)
 
 
+async def test_shutdown_answers_a_connection_whose_first_request_is_on_its_way(start_server: StartServer) -> None:
+    """A connection accepted just before shutdown gets its first request answered (a client retries only on
+    a reused connection); one that stays silent is closed within about a second, not after the timeout."""
+    server = await start_server(shutdown_timeout_s=10.0)
+    async with asyncio.timeout(5):
+        late_reader, late_writer = await connect(server)
+        silent_reader, silent_writer = await connect(server)
+        await eventually(lambda: len(server.connections) == 2, what="both connections accepted")
+        started = time.monotonic()
+        shutdown = asyncio.ensure_future(server.shutdown())
+        await asyncio.sleep(0)  # shutdown has begun: the listener is closed
+        late_writer.write(get())
+        reply = await read_reply(late_reader)
+        assert reply.status == 200 and reply.header("connection") == "close"
+        assert await read_to_eof(silent_reader) == b""
+        await shutdown
+    assert time.monotonic() - started < 3.0
+    for w in (late_writer, silent_writer):
+        await close(w)
+
+
 async def test_shutdown_twice_is_safe(server: Server) -> None:
     """Concurrent and repeated shutdown calls all return once the one shutdown is done."""
     async with asyncio.timeout(5):
