@@ -305,19 +305,23 @@ class Supervisor:
                 said.set_result(data)
 
         loop.add_reader(ready_r, readable)
+        stopping = asyncio.ensure_future(self._stopping.wait())  # a stop does not wait for a slow start
         try:
-            async with asyncio.timeout(_READY_TIMEOUT_S):
-                data = await said
-        except TimeoutError:
-            data = b""
+            await asyncio.wait({said, stopping}, timeout=_READY_TIMEOUT_S, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+            loop.remove_reader(ready_r)
+            os.close(ready_r)
+        data = said.result() if said.done() else b""
+        if data.startswith(b"ready"):
+            return _Worker(index, proc, started_s)
+        if self._stopping.is_set():
+            await self._stop_proc(proc)
+            return None
+        if not said.done():
             log.error("worker %d (pid %d) not ready after %.0f s; killing it", index, proc.pid, _READY_TIMEOUT_S)
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
-        finally:
-            loop.remove_reader(ready_r)
-            os.close(ready_r)
-        if data.startswith(b"ready"):
-            return _Worker(index, proc, started_s)
         code = await proc.wait()
         self._procs.discard(proc)
         if not self._stopping.is_set():

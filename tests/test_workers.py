@@ -11,6 +11,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -264,3 +265,50 @@ def test_workers_without_a_backplane_on_the_demo_is_exit_2(tmp_path: Path) -> No
     assert "error: --workers 2 needs --backplane redis://" in result.stderr
     assert "each worker would have its own" in result.stderr
     assert "Traceback" not in result.stderr and "started" not in result.stderr
+
+
+PID_APP = """
+import os
+
+from sse_server import App, PlainTextResponse
+
+app = App()
+
+
+@app.route("/pid")
+async def pid(request):
+    return PlainTextResponse(str(os.getpid()))
+"""
+
+
+async def test_a_users_app_without_channels_is_served_by_every_worker(tmp_path: Path) -> None:
+    """--app with no in-memory channels needs no backplane: both workers answer it, then SIGTERM exits 0."""
+    (tmp_path / "pidapp.py").write_text(PID_APP)
+    running = await start_cli(tmp_path, "--app", "pidapp:app", "--workers", "2", timeout_s=40)
+    try:
+        workers = set(started_pids(running).values())
+        seen: set[int] = set()
+        for _ in range(200):  # each a new connection: the kernel picks the worker
+            reply = await exchange(running.host, running.port, get(b"/pid"))
+            assert reply.status == 200
+            seen.add(int(reply.body))
+            if seen == workers:
+                break
+        assert seen == workers, (seen, workers)
+    finally:
+        assert await running.stop(signal.SIGTERM) == 0
+
+
+def test_a_port_in_use_is_exit_1_before_any_worker_starts(tmp_path: Path) -> None:
+    """--workers 2 on a port already bound: exit 1 saying so, no worker started."""
+    (tmp_path / "pidapp.py").write_text(PID_APP)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run([sys.executable, "-m", "sse_server", "--app", "pidapp:app", "--workers", "2",
+                                 "--port", str(port)], cwd=tmp_path, env=env_for(tmp_path), capture_output=True,
+                                text=True, timeout=30)
+    assert result.returncode == 1, result.stderr
+    assert f"error: cannot serve on 127.0.0.1:{port}" in result.stderr
+    assert "started" not in result.stderr and "Traceback" not in result.stderr
