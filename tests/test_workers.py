@@ -312,3 +312,45 @@ def test_a_port_in_use_is_exit_1_before_any_worker_starts(tmp_path: Path) -> Non
     assert result.returncode == 1, result.stderr
     assert f"error: cannot serve on 127.0.0.1:{port}" in result.stderr
     assert "started" not in result.stderr and "Traceback" not in result.stderr
+
+
+FLAKY_APP = """
+from pathlib import Path
+
+from sse_server import App, PlainTextResponse
+
+app = App()
+
+
+async def refuse_when_told():
+    if Path("broken").exists():
+        raise SystemExit("told to fail at start-up")
+
+
+app.on_startup.append(refuse_when_told)
+
+
+@app.route("/")
+async def index(request):
+    return PlainTextResponse("ok")
+"""
+
+
+async def test_a_worker_failing_at_start_up_is_retried_with_a_growing_delay(tmp_path: Path) -> None:
+    """A dead worker whose restarts fail at start-up is retried after 0.5 s, 1 s, 2 s: no restart loop."""
+    (tmp_path / "flaky.py").write_text(FLAKY_APP)
+    running = await start_cli(tmp_path, "--app", "flaky:app", "--workers", "2", timeout_s=40)
+    try:
+        (tmp_path / "broken").touch()
+        os.kill(started_pids(running)[0], signal.SIGKILL)
+
+        def delays() -> list[str]:
+            return re.findall(r"starting worker 0 again in ([\d.]+) s", "".join(running.lines))
+
+        await eventually(lambda: len(delays()) >= 3, 20, "three restarts")
+        assert delays()[:3] == ["0.5", "1.0", "2.0"]
+        assert "".join(running.lines).count("exited before it was ready") >= 2
+        reply = await exchange(running.host, running.port, get(b"/"))
+        assert reply.status == 200  # worker 1 serves meanwhile
+    finally:
+        assert await running.stop(signal.SIGTERM) == 0
