@@ -148,6 +148,7 @@ async def one_run(port: int, pid: int, redis_pid: int, args: argparse.Namespace)
     return {
         "deliveries_per_cpu_s": delivered / cpu_s if cpu_s > 0 else float("nan"),
         "us_per_delivery": cpu_s / delivered * 1e6 if delivered else float("nan"),
+        "server_cpu_s": cpu_s,
         "server_cpu_pct": 100 * cpu_s / wall_s,
         "redis_cpu_pct": 100 * redis_s / wall_s,
         "lost": expected - delivered,
@@ -190,14 +191,15 @@ def main() -> None:
                     sys.exit(str(e))
     print(f"\nS={args.subscribers} subscribers, E={args.events} events of {args.size} B at {args.rate:g}/s, "
           f"server on CPUs {args.server_cpus}, median of {args.repeats}\n")
-    print("| workers | deliveries / CPU-s | µs CPU / delivery | server CPU % | redis CPU % | lost | "
-          "subscribers per worker |")
-    print("|---|---|---|---|---|---|---|")
+    print("| workers | deliveries / CPU-s | µs CPU / delivery | server CPU s | server CPU % of wall | redis CPU % "
+          "| lost | subscribers per worker |")
+    print("|---|---|---|---|---|---|---|---|")
     base = median(float(r["deliveries_per_cpu_s"]) for r in runs[1])
     for workers, results in runs.items():
         rate = median(float(r["deliveries_per_cpu_s"]) for r in results)
         print(f"| {workers} | {rate:,.0f} ({rate / base:.2f}x) "
               f"| {median(float(r['us_per_delivery']) for r in results):.2f} "
+              f"| {median(float(r['server_cpu_s']) for r in results):.2f} "
               f"| {median(float(r['server_cpu_pct']) for r in results):.0f} "
               f"| {median(float(r['redis_cpu_pct']) for r in results):.0f} "
               f"| {sum(int(r['lost']) + int(r['failed']) for r in results)} "

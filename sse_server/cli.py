@@ -450,6 +450,8 @@ def main(argv: list[str] | None = None) -> None:
         except OSError as e:
             print(f"error: cannot serve on {args.host}:{args.port}: {e}", file=sys.stderr)
             sys.exit(1)
+        except KeyboardInterrupt:  # outside the supervisor's own handlers: no worker is running
+            status = 0
         sys.exit(status)
     try:
         asyncio.run(serve(app, config))
