@@ -161,6 +161,22 @@ async def test_subscribers_land_on_both_workers_and_one_publish_reaches_all(supe
         await asyncio.gather(*(r.close() for r in readers))
 
 
+async def test_a_worker_that_does_not_answer_is_reported_missing(supervisor: Running) -> None:
+    """With worker 1 frozen (SIGSTOP), a scrape still answers within seconds, from worker 0 alone, and says
+    worker 1 is missing (sse_worker_up 0, sse_workers_scraped 1) instead of leaving it out silently."""
+    frozen = started_pids(supervisor)[1]
+    os.kill(frozen, signal.SIGSTOP)
+    try:
+        async with asyncio.timeout(5):  # the frozen worker accepts nothing: worker 0 takes the scrape
+            samples = await scrape(supervisor)
+        assert per_worker(samples, "sse_worker_up") == {"0": 1, "1": 0}
+        assert samples[("sse_workers_scraped", ())] == 1 and samples[("sse_workers", ())] == 2
+        assert per_worker(samples, "sse_connections").keys() == {"0"}
+    finally:
+        os.kill(frozen, signal.SIGCONT)
+    await eventually(lambda: any("worker 1 did not answer for /metrics" in line for line in supervisor.lines), 5)
+
+
 async def test_a_killed_worker_comes_back_and_its_clients_miss_nothing(supervisor: Running) -> None:
     """SIGKILL one worker: a new pid is logged; its clients resume with Last-Event-ID and get every
     event they missed exactly once, in order, like the clients of the other worker."""
