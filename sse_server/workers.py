@@ -11,7 +11,7 @@ socket, rather than one ``SO_REUSEPORT`` socket per worker, is what lets a worke
 stop without losing the connections queued on its socket: the queue belongs to
 the port, and the port never closes while the supervisor lives.
 
-Three pipes per worker tell the supervisor and the worker about each other:
+Two pipes tie each worker to the supervisor, and process groups keep signals apart:
 
 - *ready*: the worker writes ``ready`` once it listens; a SIGHUP restart stops the
   old worker only after the new one said so, so the port always has a worker.
