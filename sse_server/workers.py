@@ -2,14 +2,21 @@
 
     python -m sse_server --workers 2 --backplane redis://127.0.0.1:6379/0
 
-Strategy. The supervisor binds the port once (``bind``) and starts each worker as a
-fresh interpreter (``subprocess`` with ``pass_fds``, never ``fork``), so a worker
-started after a SIGHUP runs the code on disk now. A worker parses the same flags,
-builds its own App and serves on the inherited socket (``Server.start(sock=...)``);
-the kernel hands each new connection to whichever worker accepts it first. One
-socket, rather than one ``SO_REUSEPORT`` socket per worker, is what lets a worker
-stop without losing the connections queued on its socket: the queue belongs to
-the port, and the port never closes while the supervisor lives.
+Strategy. The supervisor binds one ``SO_REUSEPORT`` listening socket per worker
+slot, all on the one port (``bind``), and starts each worker as a fresh interpreter
+(``subprocess`` with ``pass_fds``, never ``fork``), so a worker started after a
+SIGHUP runs the code on disk now. A worker parses the same flags, builds its own
+App and serves on its slot's inherited socket (``Server.start(sock=...)``).
+
+Why a socket per slot, held by the supervisor: the kernel spreads new connections
+over the sockets by a hash of their addresses, so they land evenly whatever the
+scheduler does (with one shared socket, the worker the kernel happens to wake first
+took every connection of a burst: 20 of 20 on a busy machine). And because the
+supervisor keeps each socket open, a worker that stops does not lose the
+connections queued on its socket: its successor (a SIGHUP restart starts it before
+the old one stops; a crash restarts it after 0.5 s) accepts them. Only a worker
+that fails to start again has its socket closed until it does start, so that its
+share of new connections goes to the others instead of waiting.
 
 Two pipes tie each worker to the supervisor, and process groups keep signals apart:
 
@@ -63,7 +70,7 @@ if TYPE_CHECKING:
     from .config import Config
     from .middleware.metrics import Metrics
 
-__all__ = ["Supervisor", "TurnTakingSocket", "bind", "supervise", "worker_main", "workers_refusal"]
+__all__ = ["Supervisor", "bind", "supervise", "worker_main", "workers_refusal"]
 
 log = logging.getLogger("sse_server.workers")
 
@@ -101,7 +108,8 @@ def workers_refusal(app: App, config: Config) -> str | None:
 
 
 def bind(host: str, port: int, backlog: int) -> socket.socket:
-    """A listening TCP socket on the first address ``host`` resolves to (``port`` 0 picks one).
+    """A listening ``SO_REUSEPORT`` TCP socket on the first address ``host`` resolves to
+    (``port`` 0 picks one); more of them on the same port share its connections.
 
     Raises OSError when it cannot bind (in use, no such address).
     """
@@ -110,6 +118,8 @@ def bind(host: str, port: int, backlog: int) -> socket.socket:
     sock = socket.socket(family, kind, proto)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as asyncio does: rebind past TIME_WAIT
+        # Only sockets of this user can join the port's group (Linux), so nobody else takes a share.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)  # as asyncio does for a single server
         sock.bind(address)
@@ -140,11 +150,16 @@ def supervise(argv: list[str], config: Config) -> int:
 
     Raises OSError when the port cannot be bound.
     """
-    sock = bind(config.host, config.port, config.backlog)
+    first = bind(config.host, config.port, config.backlog)
+    supervisor = Supervisor(argv, config, first)
     try:
-        return asyncio.run(Supervisor(argv, config, sock).run())
+        for index in range(1, config.workers):
+            supervisor.open_slot(index)
+        return asyncio.run(supervisor.run())
     finally:
-        sock.close()
+        for sock in supervisor.socks:
+            if sock is not None:
+                sock.close()
 
 
 @dataclass(slots=True, eq=False)
@@ -155,14 +170,16 @@ class _Worker:
 
 
 class Supervisor:
-    """Keeps ``config.workers`` processes serving ``sock``; ``await run()`` until stopped."""
+    """Keeps ``config.workers`` processes serving the port of ``first`` (worker 0's socket);
+    ``await run()`` until stopped."""
 
-    def __init__(self, argv: list[str], config: Config, sock: socket.socket) -> None:
+    def __init__(self, argv: list[str], config: Config, first: socket.socket) -> None:
         self.argv = list(argv)  # each worker parses the flags again: new code gets its own defaults
         self.config = config
-        self.sock = sock
         self.count = config.workers
-        self.url = _url(sock, tls=config.certfile is not None)
+        self.address: tuple[str, int] = first.getsockname()[:2]  # the real port when --port 0
+        self.socks: list[socket.socket | None] = [first] + [None] * (self.count - 1)  # one per worker slot
+        self.url = _url(first, tls=config.certfile is not None)
         self.workers: list[_Worker | None] = [None] * self.count
         self.killed = 0  # workers that had to be SIGKILLed at a stop
         self._backoff_s = [_BACKOFF_FIRST_S] * self.count
@@ -209,6 +226,20 @@ class Supervisor:
             os.close(self._parent_w)
             os.close(self._parent_r)
             shutil.rmtree(self.metrics_dir, ignore_errors=True)
+
+    def open_slot(self, index: int) -> socket.socket:
+        """Worker ``index``'s listening socket, bound again if it was closed. Raises OSError."""
+        sock = self.socks[index]
+        if sock is None:
+            sock = self.socks[index] = bind(self.address[0], self.address[1], self.config.backlog)
+        return sock
+
+    def _close_slot(self, index: int) -> None:
+        sock, self.socks[index] = self.socks[index], None
+        if sock is not None:
+            sock.close()  # the connections queued on it are reset; new ones go to the other sockets
+            log.warning("worker %d cannot start; the other workers take its share of new connections until it does",
+                        index)
 
     def _on_stop_signal(self, sig: int) -> None:
         if self._stopping.is_set():
@@ -270,7 +301,11 @@ class Supervisor:
         if self._stopping.is_set():
             return None
         loop = asyncio.get_running_loop()
-        listen_fd = self.sock.fileno()
+        try:
+            listen_fd = self.open_slot(index).fileno()
+        except OSError as e:
+            log.error("worker %d: cannot bind %s again: %s", index, self.url, e)
+            return None
         ready_r, ready_w = os.pipe()
         try:
             proc = await asyncio.create_subprocess_exec(
@@ -358,6 +393,7 @@ class Supervisor:
                 if new is not None:
                     self._install(new)
                     return
+                self._close_slot(index)
 
     async def restart_all(self) -> None:
         """SIGHUP: replace each worker in turn by a new process, the port served throughout.
@@ -404,35 +440,6 @@ class Supervisor:
 # -- the worker side ----------------------------------------------------------------------------
 
 
-class TurnTakingSocket(socket.socket):
-    """The shared listening socket, accepting at most one connection per event-loop turn.
-
-    Each time the socket is readable asyncio accepts until the queue is empty, so the
-    worker that woke first would take a whole burst of connections. Every worker is
-    woken for each connection; one accept per turn lets the others take theirs, and a
-    busy worker, whose turns are longer, takes fewer. Measured (200 subscribers opened
-    20 at a time, 2 workers, a busy 2-core machine): the larger share fell from 68-80 %
-    to 58-65 %; the kernel's wake-up order still decides the rest. asyncio reads the BlockingIOError as "queue
-    empty for now" and, the socket still being readable, comes back on the next turn.
-    """
-
-    __slots__ = ("_took",)
-
-    def __init__(self, *, fileno: int) -> None:
-        super().__init__(fileno=fileno)
-        self._took = False
-
-    def accept(self) -> tuple[socket.socket, Any]:
-        if self._took:
-            raise BlockingIOError
-        self._took = True
-        asyncio.get_running_loop().call_soon(self._next_turn)
-        return super().accept()
-
-    def _next_turn(self) -> None:
-        self._took = False
-
-
 def _worker_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sse_server worker", description="One worker of --workers (started by it).")
     p.add_argument("--index", type=int, required=True)
@@ -458,7 +465,7 @@ def worker_main(argv: list[str]) -> int:
     except PREPARE_ERRORS as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    sock = TurnTakingSocket(fileno=own.listen_fd)
+    sock = socket.socket(fileno=own.listen_fd)
     try:
         asyncio.run(_serve(app, config, sock, own.index, own.ready_fd, own.parent_fd, Path(own.metrics_dir)))
     except OSError as e:
