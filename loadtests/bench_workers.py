@@ -1,8 +1,8 @@
 """Deliveries per second of server CPU with ``--workers 2`` vs ``--workers 1``.
 
 Both runs use the Redis backplane (``--workers 2`` needs it, and the comparison should
-differ in the worker count only), against a redis-server this script starts in a
-temp dir. Per run: S subscribers on /channels/fan/events (spread over the workers
+differ in the worker count only), against a redis-server this script starts
+(benchlib.RedisProcess). Per run: S subscribers on /channels/fan/events (spread over the workers
 by the kernel; the split read from /metrics is printed), one keep-alive publisher
 sending E events at R/s, then every delivery counted by the clients. Server CPU is
 utime + stime from /proc/<pid>/stat summed over the supervisor and every worker,
@@ -23,27 +23,22 @@ import argparse
 import asyncio
 import contextlib
 import re
-import shutil
-import socket
-import subprocess
 import sys
-import tempfile
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from benchlib import (  # noqa: E402 - after the path fix, like the other scripts
     OUR_SERVER,
+    DataLineClient,
     HttpConnection,
+    RedisProcess,
     ServerDidNotStart,
     ServerProcess,
     StreamClient,
     close_clients,
     cpu_seconds,
     exit_on_sigterm,
-    free_port,
     median,
     open_clients,
     raise_nofile_limit,
@@ -51,33 +46,6 @@ from benchlib import (  # noqa: E402 - after the path fix, like the other script
 )
 
 _SUBSCRIBER_LINE = re.compile(rb'^sse_subscribers\{worker="(\d+)"\} (\d+)', re.M)
-_REDIS_START_S = 10.0
-
-
-@contextlib.contextmanager
-def redis_server() -> Iterator[tuple[str, int]]:
-    """A throwaway redis-server on a free loopback port: (url, pid)."""
-    if shutil.which("redis-server") is None:
-        sys.exit("needs redis-server (apt-get install redis-server)")
-    port = free_port()
-    with tempfile.TemporaryDirectory() as folder:
-        proc = subprocess.Popen(
-            ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", folder], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            deadline = time.monotonic() + _REDIS_START_S
-            while True:
-                with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5) as s:
-                    s.sendall(b"PING\r\n")
-                    if s.recv(16).startswith(b"+PONG"):
-                        break
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise SystemExit("redis-server did not start")
-                time.sleep(0.05)
-            yield f"redis://127.0.0.1:{port}/0", proc.pid
-        finally:
-            proc.kill()
-            proc.wait(timeout=10)
 
 
 def children(pid: int) -> list[int]:
@@ -98,20 +66,17 @@ def server_cpu_s(pid: int) -> float:
     return total
 
 
-class Counter(StreamClient):
-    """Counts ``data:`` lines (one per delivered event: each follows its ``id:`` line)."""
+class Counter(DataLineClient):
+    """Counts ``data:`` lines (one per delivered event)."""
 
-    __slots__ = ("counts", "tail")
+    __slots__ = ("counts",)
 
     def __init__(self, request: bytes, counts: list[int]) -> None:
         super().__init__(request)
         self.counts = counts
-        self.tail = b""  # shorter than the pattern: a line split across reads is counted once
 
-    def body_received(self, data: bytes) -> None:
-        buf = self.tail + data
-        self.counts[0] += buf.count(b"\ndata:")
-        self.tail = buf[-5:]
+    def data_line(self, value: bytes, now_ns: int) -> None:
+        self.counts[0] += 1
 
 
 async def one_run(port: int, pid: int, redis_pid: int, args: argparse.Namespace) -> dict[str, float | str]:
@@ -178,17 +143,21 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--timeout", type=float, default=60.0)
     p.add_argument("--server-cpus", default="0,1", help="taskset CPU list for the server (both runs)")
+    p.add_argument("--redis-cpu", type=int, default=1, help="CPU redis-server is pinned to")
     args = p.parse_args()
     exit_on_sigterm()
     raise_nofile_limit(args.subscribers + 256)
     runs: dict[int, list[dict[str, float | str]]] = {1: [], 2: []}
-    with redis_server() as (url, redis_pid):
+    redis = RedisProcess(cpu=args.redis_cpu)
+    try:
         for _ in range(args.repeats):
             for workers in (1, 2):  # interleaved: a busy moment of the machine hits both
                 try:
-                    runs[workers].append(run_mode(workers, url, redis_pid, args))
+                    runs[workers].append(run_mode(workers, redis.url, redis.pid, args))
                 except ServerDidNotStart as e:
                     sys.exit(str(e))
+    finally:
+        redis.stop()
     print(f"\nS={args.subscribers} subscribers, E={args.events} events of {args.size} B at {args.rate:g}/s, "
           f"server on CPUs {args.server_cpus}, median of {args.repeats}\n")
     print("| workers | deliveries / CPU-s | µs CPU / delivery | server CPU s | server CPU % of wall | redis CPU % "
