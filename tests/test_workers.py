@@ -353,7 +353,8 @@ async def index(request):
 
 
 async def test_a_worker_failing_at_start_up_is_retried_with_a_growing_delay(tmp_path: Path) -> None:
-    """A dead worker whose restarts fail at start-up is retried after 0.5 s, 1 s, 2 s: no restart loop."""
+    """A dead worker whose restarts fail at start-up is retried after 0.5 s, 1 s, 2 s (no restart loop),
+    and meanwhile the other worker answers every new connection."""
     (tmp_path / "flaky.py").write_text(FLAKY_APP)
     running = await start_cli(tmp_path, "--app", "flaky:app", "--workers", "2", timeout_s=40)
     try:
@@ -366,7 +367,10 @@ async def test_a_worker_failing_at_start_up_is_retried_with_a_growing_delay(tmp_
         await eventually(lambda: len(delays()) >= 3, 20, "three restarts")
         assert delays()[:3] == ["0.5", "1.0", "2.0"]
         assert "".join(running.lines).count("exited before it was ready") >= 2
-        reply = await exchange(running.host, running.port, get(b"/"))
-        assert reply.status == 200  # worker 1 serves meanwhile
+        assert "worker 0 cannot start; the other workers take its share" in "".join(running.lines)
+        for _ in range(10):  # new connections: none waits on the broken worker's socket
+            async with asyncio.timeout(3):
+                reply = await exchange(running.host, running.port, get(b"/"))
+            assert reply.status == 200
     finally:
         assert await running.stop(signal.SIGTERM) == 0
