@@ -374,3 +374,46 @@ async def test_a_worker_failing_at_start_up_is_retried_with_a_growing_delay(tmp_
             assert reply.status == 200
     finally:
         assert await running.stop(signal.SIGTERM) == 0
+
+
+async def test_a_job_is_followed_and_cancelled_from_whichever_worker_a_connection_lands_on(
+    tmp_path: Path, redis: RedisServer,
+) -> None:
+    """A /chat/streams job started through one connection is followed from its first event by
+    readers on both workers and cancelled through yet another connection: every reader gets the
+    same events, each once, ending with the cancel's ``done``."""
+    running = await start_cli(tmp_path, "--workers", "2", "--backplane", redis.url, "--shutdown-timeout", "2",
+                              "--model-tokens-per-s", "20", timeout_s=40)
+    readers: list[Reader] = []
+    try:
+        body = json.dumps({"messages": [{"role": "user", "content": "tell me about streams"}]}).encode()
+        started = await exchange(running.host, running.port, req(
+            b"POST /chat/streams HTTP/1.1", b"Host: t", b"Content-Type: application/json",
+            b"Prefer: respond-async", f"Content-Length: {len(body)}".encode(), body=body))
+        assert started.status == 202, started
+        job_id = json.loads(started.body)["id"]
+        # New connections spread over the workers by address hash: open readers until both
+        # workers hold some (each connection is counted by the worker it landed on).
+        for _ in range(40):
+            client = await SSEClient.connect(running.port, f"/chat/streams/{job_id}")
+            assert client.reply.status == 200, client.reply
+            readers.append(Reader(client))
+            if len(readers) >= 4:
+                connections = per_worker(await scrape(running), "sse_connections")
+                if len(connections) == 2 and min(connections.values()) >= 2:  # a reader besides the scrape
+                    break
+        else:
+            raise AssertionError(f"40 connections, all on one worker: {connections}")
+        cancelled = await exchange(running.host, running.port, req(
+            f"POST /chat/streams/{job_id}/cancel HTTP/1.1".encode(), b"Host: t", b"Content-Length: 0"))
+        assert cancelled.status == 200 and json.loads(cancelled.body)["state"] == "cancelled", cancelled
+        async with asyncio.timeout(15):
+            await asyncio.gather(*(r.ended.wait() for r in readers))
+        first = [(e.id, e.event, e.data) for e in readers[0].events]
+        assert first[0][1] == "start" and first[-1][1] == "done" and '"cancelled"' in first[-1][2], first
+        assert len({event_id for event_id, _, _ in first}) == len(first), "an event came twice"
+        for reader in readers[1:]:
+            assert [(e.id, e.event, e.data) for e in reader.events] == first
+    finally:
+        await asyncio.gather(*(r.close() for r in readers))
+        assert await running.stop() == 0, running.lines
