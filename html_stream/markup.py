@@ -345,6 +345,19 @@ def _attr_value(value: AttrValue) -> AttrValue:
     return value
 
 
+# Elements h() built before, by what it was given: pages build the same small
+# elements on every render (a card's heading, a skeleton), and an element is
+# immutable, so the one built last time is returned. The key holds the tag, the
+# attributes (str values only: Markup compares equal to its str) and the children:
+# a str as itself, an Element by id() (it stays alive in the cached element's
+# children, so the id cannot be reused while the entry exists); anything else, a
+# long text or keyword attributes, is built without the cache. Cleared when full,
+# so a page whose elements never repeat costs one dict insert per element.
+_BUILT: dict[tuple[object, ...], Element] = {}
+_MAX_BUILT = 2048
+_MAX_BUILT_TEXT = 200  # longer texts are page data rather than a repeated label
+
+
 def h(tag: str, attrs: Mapping[str, AttrValue] | Node = None, /, *children: Node, **kw: AttrValue) -> Element:
     """Build an element; strings among the children are escaped unless Markup.
 
@@ -356,6 +369,42 @@ def h(tag: str, attrs: Mapping[str, AttrValue] | Node = None, /, *children: Node
     space-joined (falsy items dropped), numbers -> str. Void elements take no
     children. Raises MarkupError for invalid tag or attribute names.
     """
+    if kw or type(tag) is not str:
+        return _build(tag, attrs, children, kw)
+    given = type(attrs)
+    items: tuple[tuple[str, AttrValue], ...] | None = None
+    if given is dict:
+        for value in attrs.values():  # type: ignore[union-attr]  # a dict, by exact type
+            if type(value) is not str:
+                return _build(tag, attrs, children, kw)
+        items = tuple(attrs.items())  # type: ignore[union-attr]
+    elif given is str or given is Element:
+        children = (attrs, *children)  # text or a child in the attrs place
+        attrs = None
+    elif attrs is not None:
+        return _build(tag, attrs, children, kw)
+    parts: list[object] = [tag, items]
+    for child in children:
+        cls = type(child)
+        if cls is Element:
+            parts.append(id(child))
+        elif cls is str and len(child) <= _MAX_BUILT_TEXT:  # type: ignore[arg-type]
+            parts.append(child)
+        else:
+            return _build(tag, attrs, children, kw)
+    key = tuple(parts)
+    el = _BUILT.get(key)
+    if el is None:
+        el = _build(tag, attrs, children, kw)
+        if len(_BUILT) >= _MAX_BUILT:
+            _BUILT.clear()
+        _BUILT[key] = el
+    return el
+
+
+def _build(
+    tag: str, attrs: Mapping[str, AttrValue] | Node, children: tuple[Node, ...], kw: dict[str, AttrValue]
+) -> Element:
     key = _TAG_KEYS.get(tag) or tag_key(tag)
     # Exact types first: the Mapping ABC check is slow, and a dict, a str or an
     # Element (text or a child in the attrs place) are what pages pass.

@@ -11,8 +11,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import html5lib
+import pytest
 
-from html_stream import STRATEGIES, Document, Markup, MarkupError, Suspense, h, render_to_string, script_json
+from html_stream import STRATEGIES, Document, Markup, MarkupError, Suspense, h, markup, render_to_string, script_json
 from html_stream.markup import Element, Node
 
 PIECES = [
@@ -268,5 +269,41 @@ async def test_compiled_elements_write_the_same_bytes_as_the_writer() -> None:
             continue
         again = await render_to_string(walked(body), strategy="buffer")
         assert DIGEST.sub("#", again) == DIGEST.sub("#", ahead), f"seed {seed}"
+        compared += 1
+    assert compared > SEEDS // 2
+
+
+class _NoCache(dict[tuple[object, ...], Element]):
+    """A cache of built elements that never keeps one, so every h() call builds."""
+
+    def __setitem__(self, key: tuple[object, ...], value: Element) -> None:
+        pass
+
+
+async def test_cached_elements_equal_built_ones(monkeypatch: pytest.MonkeyPatch) -> None:
+    """h() returning an element it built before gives the same tree and bytes as building it anew."""
+    compared = 0
+    for seed in range(SEEDS):
+        def page(seed: int = seed) -> list[Node]:
+            gen = Gen(random.Random(seed))
+            return [gen.flow(0, boundaries=False) for _ in range(gen.rng.randint(1, 4))]
+
+        try:
+            page()  # fills the cache
+        except MarkupError:
+            continue
+        cached = page()  # the same calls again: elements come from the cache
+        with monkeypatch.context() as m:
+            m.setattr(markup, "_BUILT", _NoCache())
+            built = page()
+        assert cached == built, f"seed {seed}"
+        try:
+            out = await render_to_string(cached, strategy="buffer")
+        except MarkupError:  # refused when written (a str where only Markup may go): refused both ways
+            with pytest.raises(MarkupError):
+                await render_to_string(built, strategy="buffer")
+            continue
+        assert out == await render_to_string(built, strategy="buffer"), f"seed {seed}"
+        assert out == await render_to_string(walked(built), strategy="buffer"), f"seed {seed}"
         compared += 1
     assert compared > SEEDS // 2
