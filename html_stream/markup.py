@@ -19,6 +19,7 @@ from json import dumps
 from typing import TYPE_CHECKING, Final, Protocol, TypeAlias
 
 from .attributes import CHECKED_NAMES, UNSAFE_URL, attr_kind, unsafe_url
+from .runtime import MARK_ATTR
 
 if TYPE_CHECKING:  # render.py imports this module; only the type is needed here
     from .render import Suspense
@@ -154,6 +155,8 @@ def validate_attr_name(name: str) -> str:
     """Return `name` if it is a safe attribute name, else raise MarkupError."""
     if not isinstance(name, str) or not _ATTR_NAME.match(name):
         raise MarkupError(f"invalid attribute name {name!r}")
+    if name.lower() == MARK_ATTR:  # the runtime removes what carries it (runtime.py)
+        raise MarkupError(f"attribute {name!r} is reserved: the stream strategy marks fallbacks with it")
     return name
 
 
