@@ -308,10 +308,15 @@ def flatten(node: Node) -> list[Node]:
     return out
 
 
+# Node types flatten() keeps as they are, found by exact type before the slow
+# checks below; render.py adds Suspense (it imports this module, not the reverse).
+KEPT_TYPES: set[type] = set()
+
+
 def _flatten_into(node: Node, out: list[Node]) -> None:
     # Fast paths for the commonest nodes, by exact type: the ABC checks below are slow.
     cls = type(node)
-    if cls is str or cls is Element or cls is Markup:
+    if cls is str or cls is Element or cls is Markup or cls in KEPT_TYPES:
         out.append(node)
         return
     if type(node) is list or type(node) is tuple:  # type() again: mypy narrows on it, not on `cls`
@@ -386,16 +391,17 @@ def h(tag: str, attrs: Mapping[str, AttrValue] | Node = None, /, *children: Node
         attrs = None
     elif attrs is not None:
         return _build(tag, attrs, children, kw)
-    parts: list[object] = [tag, items]
+    elements = False
     for child in children:
         cls = type(child)
         if cls is Element:
-            parts.append(id(child))
-        elif cls is str and len(child) <= _MAX_BUILT_TEXT:  # type: ignore[arg-type]
-            parts.append(child)
-        else:
+            elements = True
+        elif cls is not str or len(child) > _MAX_BUILT_TEXT:  # type: ignore[arg-type]
             return _build(tag, attrs, children, kw)
-    key = tuple(parts)
+    # Text only: the children tuple is the key as it is (a str hashes by value).
+    key: tuple[object, ...] = (
+        (tag, items, *[id(c) if type(c) is Element else c for c in children]) if elements else (tag, items, children)
+    )
     el = _BUILT.get(key)
     if el is None:
         el = _build(tag, attrs, children, kw)

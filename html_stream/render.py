@@ -40,6 +40,7 @@ from .attributes import ANIMATION_ELEMENTS, ANIMATION_VALUES, CHECKED_NAMES, UNS
 from .markup import (
     _ATTR_KEYS,
     _TAG_KEYS,
+    KEPT_TYPES,
     LEADING_NEWLINE,
     RAW_TEXT_ELEMENTS,
     VOID_ELEMENTS,
@@ -64,7 +65,7 @@ from .placement import (
     check_roots,
     default_error_node,
 )
-from .runtime import RUNTIME_JS, empty_placeholder, mark, swap_marker
+from .runtime import MARK_PREFIX, RUNTIME_JS, empty_placeholder, short_id, swap_marker
 
 __all__ = [
     "STRATEGIES",
@@ -197,13 +198,39 @@ _HTML_ENCODINGS = frozenset({"text/html", "application/xhtml+xml"})
 _CHECKED_PARENTS = frozenset(ROOTS_ALLOWED) | TEXT_REFUSED_PARENTS
 
 
+KEPT_TYPES.add(Suspense)
+
+# A fallback element written ahead, split where its marks go: (start of the start
+# tag with aria-busy and the mark's name, rest), by its bytes. Pages reuse the same
+# fallback elements (h() returns the one it built before), so the split is done once.
+# Cleared when full, like h()'s cache.
+_FALLBACK_SPLITS: dict[str, tuple[str, str]] = {}
+_MAX_FALLBACK_SPLITS = 1024
+
+
+def _marked_fallback(el: Element, html: str, boundary_id: int) -> str:
+    # _marked_html(html, _marks(el, boundary_id)), the same bytes, without redoing the split.
+    split = _FALLBACK_SPLITS.get(html)
+    if split is None:
+        end = html.index(">")
+        split = (html[:end] + _marks_prefix(el), html[end:])
+        if len(_FALLBACK_SPLITS) >= _MAX_FALLBACK_SPLITS:
+            _FALLBACK_SPLITS.clear()
+        _FALLBACK_SPLITS[html] = split
+    return split[0] + short_id(boundary_id) + split[1]
+
+
 def _marks(el: Element, boundary_id: int) -> str:
     # What a fallback's root element gets at the end of its start tag: aria-busy
     # (unless the page set it) and the boundary's mark, both unquoted (no quote needed).
+    return _marks_prefix(el) + short_id(boundary_id)
+
+
+def _marks_prefix(el: Element) -> str:
     for name, _ in el.attrs:
         if name.lower() == "aria-busy":
-            return mark(boundary_id)
-    return " aria-busy=true" + mark(boundary_id)
+            return MARK_PREFIX
+    return " aria-busy=true" + MARK_PREFIX
 
 
 def _marked_html(html: str, marks: str) -> str:
@@ -265,6 +292,12 @@ class _Writer:
             self.out.append(_escape_text(node))
         elif type(node) is Element:
             self.element(node, banned)
+        elif type(node) is Suspense:  # a page's boundaries, before the slower checks below
+            if banned is not None:
+                raise BoundaryPlacementError(f"a boundary cannot stand {banned}")
+            if self.spawn is None:
+                raise MarkupError(self.refusal)
+            self.out.append(self.spawn(node, parent))
         elif isinstance(node, str):
             self.out.append(node if isinstance(node, Markup) else escape_text(node))
         elif isinstance(node, Element):
@@ -521,7 +554,7 @@ class _Render:
         boundary_id = self.last_id
         node = spec.fallback
         if type(node) is Element and node.html is not None and parent not in NO_WRAPPER_PARENTS:
-            fallback = _marked_html(node.html, _marks(node, boundary_id))  # written ahead: no writer needed
+            fallback = _marked_fallback(node, node.html, boundary_id)  # written ahead: no writer needed
         else:
             fb = self.fixed_writer("a boundary's fallback cannot hold a boundary")
             fb.fallback(node, parent, boundary_id)

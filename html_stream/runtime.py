@@ -48,9 +48,10 @@
 #     })(document);
 from __future__ import annotations
 
-__all__ = ["MARK_ATTR", "RUNTIME_JS", "empty_placeholder", "mark", "short_id", "swap_marker"]
+__all__ = ["MARK_ATTR", "MARK_PREFIX", "RUNTIME_JS", "empty_placeholder", "mark", "short_id", "swap_marker"]
 
 MARK_ATTR = "data-hs"
+MARK_PREFIX = f" {MARK_ATTR}="  # the value is unquoted: letters and digits need no quotes
 
 RUNTIME_JS = (
     "(d=>{new MutationObserver((a,r,n,t,f,p,e)=>{for(r of a)for(n of r.addedNodes)"
@@ -63,19 +64,26 @@ RUNTIME_JS = (
 _DIGITS = "0123456789abcdefghijklmnopqrstuvwxyz"
 
 
-def short_id(boundary_id: int) -> str:
-    """`boundary_id` in base 36, as marks and swap markers write it: ``short_id(36) == "10"``."""
+def _base36(number: int) -> str:
     text = ""
     while True:
-        boundary_id, digit = divmod(boundary_id, 36)
+        number, digit = divmod(number, 36)
         text = _DIGITS[digit] + text
-        if not boundary_id:
+        if not number:
             return text
+
+
+_SHORT_IDS = tuple(_base36(i) for i in range(36 * 36))  # every id of one or two characters
+
+
+def short_id(boundary_id: int) -> str:
+    """`boundary_id` in base 36, as marks and swap markers write it: ``short_id(36) == "10"``."""
+    return _SHORT_IDS[boundary_id] if boundary_id < len(_SHORT_IDS) else _base36(boundary_id)
 
 
 def mark(boundary_id: int) -> str:
     """What goes in the start tag of each root element of boundary `boundary_id`'s fallback."""
-    return f" {MARK_ATTR}={short_id(boundary_id)}"  # unquoted: letters and digits need no quotes
+    return MARK_PREFIX + short_id(boundary_id)
 
 
 def empty_placeholder(boundary_id: int) -> str:
