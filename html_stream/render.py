@@ -10,7 +10,7 @@
 # - stream: a slot still pending becomes a placeholder: its fallback, each root
 #   element marked with the boundary's id (runtime.py). Settled boundaries whose
 #   placeholder is out are flushed in settle order, each as
-#   <template>parts</template><!--$id-->; those that settled while the previous
+#   <template>parts</template><!--id-->; those that settled while the previous
 #   chunk was out share the next chunk (none waits for another). A boundary that
 #   settles before its parent is flushed is inlined into the parent's chunk.
 # Static elements arrive already written (Element.html, from h()), so the writer
