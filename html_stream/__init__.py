@@ -17,14 +17,16 @@
 
 Strategies (same page code, same final DOM): "stream" sends the shell at once with
 fallbacks, then each boundary as it completes (those that complete together share
-one chunk), swapped in by a 400-byte inline script; "in_order" waits for each
+one chunk), swapped in by a 371-byte inline script that watches for them (no
+script per boundary); "in_order" waits for each
 boundary where it stands (no script); "buffer"
 sends the whole page as one chunk. Crawlers and HTTP/1.0 clients get "buffer" from
 choose_strategy. Boundary errors and timeouts render an error fallback showing a
 digest that is also logged (logger "html_stream"), never a traceback.
 
 Where boundaries may stand, and what their fallbacks must be there (elements such
-as <tr> inside <tbody>, carrying aria-busy themselves): see placement.py.
+as <tr> inside <tbody>, carrying aria-busy themselves): see placement.py. The
+attribute data-hs is reserved: the stream strategy marks fallbacks with it.
 Scripts inside a boundary's content run once, when it is swapped in (stream: the
 runtime inserts a copy of the <template>'s content, whose scripts run and carry
 the nonce; in_order/buffer: where the parser meets them). Known limit: a

@@ -19,6 +19,7 @@ from json import dumps
 from typing import TYPE_CHECKING, Final, Protocol, TypeAlias
 
 from .attributes import CHECKED_NAMES, UNSAFE_URL, attr_kind, unsafe_url
+from .runtime import MARK_ATTR
 
 if TYPE_CHECKING:  # render.py imports this module; only the type is needed here
     from .render import Suspense
@@ -154,6 +155,8 @@ def validate_attr_name(name: str) -> str:
     """Return `name` if it is a safe attribute name, else raise MarkupError."""
     if not isinstance(name, str) or not _ATTR_NAME.match(name):
         raise MarkupError(f"invalid attribute name {name!r}")
+    if name.lower() == MARK_ATTR:  # the runtime removes what carries it (runtime.py)
+        raise MarkupError(f"attribute {name!r} is reserved: the stream strategy marks fallbacks with it")
     return name
 
 
@@ -305,10 +308,15 @@ def flatten(node: Node) -> list[Node]:
     return out
 
 
+# Node types flatten() keeps as they are, found by exact type before the slow
+# checks below; render.py adds Suspense (it imports this module, not the reverse).
+KEPT_TYPES: set[type] = set()
+
+
 def _flatten_into(node: Node, out: list[Node]) -> None:
     # Fast paths for the commonest nodes, by exact type: the ABC checks below are slow.
     cls = type(node)
-    if cls is str or cls is Element or cls is Markup:
+    if cls is str or cls is Element or cls is Markup or cls in KEPT_TYPES:
         out.append(node)
         return
     if type(node) is list or type(node) is tuple:  # type() again: mypy narrows on it, not on `cls`
@@ -345,6 +353,19 @@ def _attr_value(value: AttrValue) -> AttrValue:
     return value
 
 
+# Elements h() built before, by what it was given: pages build the same small
+# elements on every render (a card's heading, a skeleton), and an element is
+# immutable, so the one built last time is returned. The key holds the tag, the
+# attributes (str values only: Markup compares equal to its str) and the children:
+# a str as itself, an Element by id() (it stays alive in the cached element's
+# children, so the id cannot be reused while the entry exists); anything else, a
+# long text or keyword attributes, is built without the cache. Cleared when full,
+# so a page whose elements never repeat costs one dict insert per element.
+_BUILT: dict[tuple[object, ...], Element] = {}
+_MAX_BUILT = 2048
+_MAX_BUILT_TEXT = 200  # longer texts are page data rather than a repeated label
+
+
 def h(tag: str, attrs: Mapping[str, AttrValue] | Node = None, /, *children: Node, **kw: AttrValue) -> Element:
     """Build an element; strings among the children are escaped unless Markup.
 
@@ -356,6 +377,43 @@ def h(tag: str, attrs: Mapping[str, AttrValue] | Node = None, /, *children: Node
     space-joined (falsy items dropped), numbers -> str. Void elements take no
     children. Raises MarkupError for invalid tag or attribute names.
     """
+    if kw or type(tag) is not str:
+        return _build(tag, attrs, children, kw)
+    given = type(attrs)
+    items: tuple[tuple[str, AttrValue], ...] | None = None
+    if given is dict:
+        for value in attrs.values():  # type: ignore[union-attr]  # a dict, by exact type
+            if type(value) is not str:
+                return _build(tag, attrs, children, kw)
+        items = tuple(attrs.items())  # type: ignore[union-attr]
+    elif given is str or given is Element:
+        children = (attrs, *children)  # text or a child in the attrs place
+        attrs = None
+    elif attrs is not None:
+        return _build(tag, attrs, children, kw)
+    elements = False
+    for child in children:
+        cls = type(child)
+        if cls is Element:
+            elements = True
+        elif cls is not str or len(child) > _MAX_BUILT_TEXT:  # type: ignore[arg-type]
+            return _build(tag, attrs, children, kw)
+    # Text only: the children tuple is the key as it is (a str hashes by value).
+    key: tuple[object, ...] = (
+        (tag, items, *[id(c) if type(c) is Element else c for c in children]) if elements else (tag, items, children)
+    )
+    el = _BUILT.get(key)
+    if el is None:
+        el = _build(tag, attrs, children, kw)
+        if len(_BUILT) >= _MAX_BUILT:
+            _BUILT.clear()
+        _BUILT[key] = el
+    return el
+
+
+def _build(
+    tag: str, attrs: Mapping[str, AttrValue] | Node, children: tuple[Node, ...], kw: dict[str, AttrValue]
+) -> Element:
     key = _TAG_KEYS.get(tag) or tag_key(tag)
     # Exact types first: the Mapping ABC check is slow, and a dict, a str or an
     # Element (text or a child in the attrs place) are what pages pass.

@@ -10,11 +10,12 @@
 #   <table> gets an implied <tbody>, so roots must be exactly the children the
 #   parser keeps (a <tbody>, rows, cells, ...), and non-blank text is refused;
 # - <select>/<optgroup>: the parser drops most tags, so roots must be options.
-# The placeholder markers are comments, which every insertion mode keeps in place.
-# aria-busy: where a <span> may stand, the fallback is its single root element
-# (which gets the attribute) or is wrapped in one <span aria-busy="true">. Inside
-# lists, tables, selects, <head> and the like, no wrapper is valid, so each root
-# element of the fallback carries aria-busy itself and text is refused there.
+# Marks (runtime.py): where a <span> may stand, the fallback is its single root
+# element (which gets aria-busy and the boundary's mark) or is wrapped in one
+# <span aria-busy=true data-hs=id>. Inside lists, tables, selects, <head> and the
+# like, no wrapper is valid, so each root element of the fallback carries both
+# itself, and text is refused there. An empty fallback is an empty marked
+# <template>, which every insertion mode keeps in place.
 # A boundary cannot stand where there is no node to swap: raw text (script, style,
 # textarea, title, ...), an attribute value, <template> contents (not in the
 # document), <noscript> (raw text when scripts run), or SVG/MathML (a template

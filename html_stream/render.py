@@ -7,11 +7,12 @@
 # exception, a per-boundary timeout or the page deadline (one absolute loop time
 # that every task's timeout is capped at). Strategies differ only in how slots are
 # emitted:
-# - stream: a slot still pending becomes a placeholder (runtime.py). Settled
-#   boundaries whose placeholder is out are flushed in settle order, each as
-#   <template>parts</template><script>$HS(id)</script>; those that settled while the
-#   previous chunk was out share the next chunk (none waits for another). A boundary
-#   that settles before its parent is flushed is inlined into the parent's chunk.
+# - stream: a slot still pending becomes a placeholder: its fallback, each root
+#   element marked with the boundary's id (runtime.py). Settled boundaries whose
+#   placeholder is out are flushed in settle order, each as
+#   <template>parts</template><!--id-->; those that settled while the previous
+#   chunk was out share the next chunk (none waits for another). A boundary that
+#   settles before its parent is flushed is inlined into the parent's chunk.
 # Static elements arrive already written (Element.html, from h()), so the writer
 # appends them; a boundary whose fallback or content is one such element skips the
 # writer altogether.
@@ -39,6 +40,7 @@ from .attributes import ANIMATION_ELEMENTS, ANIMATION_VALUES, CHECKED_NAMES, UNS
 from .markup import (
     _ATTR_KEYS,
     _TAG_KEYS,
+    KEPT_TYPES,
     LEADING_NEWLINE,
     RAW_TEXT_ELEMENTS,
     VOID_ELEMENTS,
@@ -63,7 +65,7 @@ from .placement import (
     check_roots,
     default_error_node,
 )
-from .runtime import PLACEHOLDER_END, RUNTIME_JS, placeholder_start, swap_call
+from .runtime import MARK_PREFIX, RUNTIME_JS, empty_placeholder, short_id, swap_marker
 
 __all__ = [
     "STRATEGIES",
@@ -196,20 +198,47 @@ _HTML_ENCODINGS = frozenset({"text/html", "application/xhtml+xml"})
 _CHECKED_PARENTS = frozenset(ROOTS_ALLOWED) | TEXT_REFUSED_PARENTS
 
 
-def _busy_html(el: Element, html: str) -> str:
-    # What the writer writes for _busy(el), from el's bytes written ahead: the
-    # attribute goes last in the start tag, which holds no ">" (values are escaped).
+KEPT_TYPES.add(Suspense)
+
+# A fallback element written ahead, split where its marks go: (start of the start
+# tag with aria-busy and the mark's name, rest), by its bytes. Pages reuse the same
+# fallback elements (h() returns the one it built before), so the split is done once.
+# Cleared when full, like h()'s cache.
+_FALLBACK_SPLITS: dict[str, tuple[str, str]] = {}
+_MAX_FALLBACK_SPLITS = 1024
+
+
+def _marked_fallback(el: Element, html: str, boundary_id: int) -> str:
+    # _marked_html(html, _marks(el, boundary_id)), the same bytes, without redoing the split.
+    split = _FALLBACK_SPLITS.get(html)
+    if split is None:
+        end = html.index(">")
+        split = (html[:end] + _marks_prefix(el), html[end:])
+        if len(_FALLBACK_SPLITS) >= _MAX_FALLBACK_SPLITS:
+            _FALLBACK_SPLITS.clear()
+        _FALLBACK_SPLITS[html] = split
+    return split[0] + short_id(boundary_id) + split[1]
+
+
+def _marks(el: Element, boundary_id: int) -> str:
+    # What a fallback's root element gets at the end of its start tag: aria-busy
+    # (unless the page set it) and the boundary's mark, both unquoted (no quote needed).
+    return _marks_prefix(el) + short_id(boundary_id)
+
+
+def _marks_prefix(el: Element) -> str:
     for name, _ in el.attrs:
         if name.lower() == "aria-busy":
-            return html
+            return MARK_PREFIX
+    return " aria-busy=true" + MARK_PREFIX
+
+
+def _marked_html(html: str, marks: str) -> str:
+    # An element's bytes written ahead by h(), with `marks` at the end of its start
+    # tag, as the writer's start_tag() puts them: that tag holds no ">" (h() writes
+    # ahead only escaped str values, never a Markup value).
     end = html.index(">")
-    return html[:end] + ' aria-busy="true"' + html[end:]
-
-
-def _busy(el: Element) -> Element:
-    if any(name.lower() == "aria-busy" for name, _ in el.attrs):
-        return el
-    return Element(el.tag, (*el.attrs, ("aria-busy", "true")), el.children)
+    return html[:end] + marks + html[end:]
 
 
 class _Writer:
@@ -234,21 +263,28 @@ class _Writer:
         for child in roots:
             self.node(child, parent, None)
 
-    def fallback(self, node: Node, parent: str) -> None:
+    def fallback(self, node: Node, parent: str, boundary_id: int) -> None:
+        # Every root is an element carrying the marks (runtime.py): the single root, a
+        # <span> around mixed roots, or, where no wrapper may stand, each root element
+        # (blank text between them is dropped: it would stay behind after the swap).
         roots = flatten(node)
         check_roots(roots, parent, "a boundary's fallback", fallback=True)
         if parent in NO_WRAPPER_PARENTS:
-            roots = [_busy(r) if isinstance(r, Element) else r for r in roots]
-        elif len(roots) == 1 and isinstance(roots[0], Element):
-            root = roots[0]
+            for root in roots:
+                if not isinstance(root, Element) and type(root) is not str:  # check_roots refused non-blank str
+                    raise MarkupError(f"a boundary's fallback inside <{parent}> must be elements, not {root!r:.40}")
+            roots = [root for root in roots if isinstance(root, Element)]
+        elif roots and (len(roots) > 1 or not isinstance(roots[0], Element)):
+            roots = [Element("span", (), tuple(roots))]
+        if not roots:
+            self.out.append(empty_placeholder(boundary_id))
+        for root in roots:
+            assert isinstance(root, Element)
+            marks = _marks(root, boundary_id)
             if root.html is not None:
-                self.out.append(_busy_html(root, root.html))
-                return
-            roots = [_busy(root)]
-        elif roots:
-            roots = [Element("span", (("aria-busy", "true"),), tuple(roots))]
-        for child in roots:
-            self.node(child, parent, None)
+                self.out.append(_marked_html(root.html, marks))
+            else:
+                self.element(root, None, marks)
 
     def node(self, node: Node, parent: str, banned: str | None) -> None:
         # Fast paths for the two commonest nodes, by exact type before the checks below.
@@ -256,6 +292,12 @@ class _Writer:
             self.out.append(_escape_text(node))
         elif type(node) is Element:
             self.element(node, banned)
+        elif type(node) is Suspense:  # a page's boundaries, before the slower checks below
+            if banned is not None:
+                raise BoundaryPlacementError(f"a boundary cannot stand {banned}")
+            if self.spawn is None:
+                raise MarkupError(self.refusal)
+            self.out.append(self.spawn(node, parent))
         elif isinstance(node, str):
             self.out.append(node if isinstance(node, Markup) else escape_text(node))
         elif isinstance(node, Element):
@@ -278,7 +320,7 @@ class _Writer:
         else:
             raise TypeError(f"cannot render a {type(node).__name__} as HTML")
 
-    def start_tag(self, el: Element, key: str) -> None:
+    def start_tag(self, el: Element, key: str, marks: str = "") -> None:
         tag = el.tag
         text = "<" + tag
         if key in ANIMATION_ELEMENTS:
@@ -293,18 +335,19 @@ class _Writer:
             and not any(name.lower() == "nonce" for name, _ in el.attrs)
         ):
             text += self.nonce_attr
-        self.out.append(text + ">")
+        self.out.append(text + marks + ">")
 
-    def element(self, el: Element, banned: str | None) -> None:
+    def element(self, el: Element, banned: str | None, marks: str = "") -> None:
+        # `marks`: what a fallback's root gets in its start tag (see fallback()).
         if el.html is not None:  # written once by h(): no boundary inside, same bytes in any HTML
             self.out.append(el.html)
             return
         tag = el.tag
         key = _TAG_KEYS.get(tag) or tag_key(tag)
         if key in _FOREIGN_ROOTS:
-            self.foreign(el, key, banned or banned_inside(key))
+            self.foreign(el, key, banned or banned_inside(key), marks)
             return
-        self.start_tag(el, key)
+        self.start_tag(el, key, marks)
         if key in VOID_ELEMENTS:
             if el.children:
                 raise MarkupError(f"<{tag}> is a void element and takes no children")
@@ -327,13 +370,13 @@ class _Writer:
                         self.node(child, key, inner)
         self.out.append(f"</{tag}>")
 
-    def foreign(self, el: Element, key: str, banned: str | None) -> None:
+    def foreign(self, el: Element, key: str, banned: str | None, marks: str = "") -> None:
         # An element in SVG or MathML. Its children are foreign too (text escaped,
         # <style> holding text rather than raw CSS) unless it is an HTML integration
         # point, whose children are HTML again.
         if key in _BREAKOUT or (key == "font" and any(n.lower() in ("color", "face", "size") for n, _ in el.attrs)):
             raise MarkupError(f"<{el.tag}> would end the <svg>/<math> it stands in; wrap it in <foreignObject>")
-        self.start_tag(el, key)
+        self.start_tag(el, key, marks)
         html = key in _HTML_INTEGRATION or (
             key == "annotation-xml"
             and any(n.lower() == "encoding" and str(v).lower() in _HTML_ENCODINGS for n, v in el.attrs)
@@ -507,15 +550,16 @@ class _Render:
         return _Writer(self.nonce_attr, None, refusal)
 
     def spawn(self, spec: Suspense, parent: str, siblings: list[_Boundary]) -> _Boundary:
+        self.last_id += 1
+        boundary_id = self.last_id
         node = spec.fallback
         if type(node) is Element and node.html is not None and parent not in NO_WRAPPER_PARENTS:
-            fallback = _busy_html(node, node.html)  # one element written ahead: no writer needed
+            fallback = _marked_fallback(node, node.html, boundary_id)  # written ahead: no writer needed
         else:
             fb = self.fixed_writer("a boundary's fallback cannot hold a boundary")
-            fb.fallback(node, parent)
+            fb.fallback(node, parent, boundary_id)
             fallback = fb.text()
-        self.last_id += 1
-        b = _Boundary(self.last_id, spec, parent, fallback)
+        b = _Boundary(boundary_id, spec, parent, fallback)
         task = self.loop.create_task(self.run(b), name=f"html_stream boundary {b.id}")
         self.tasks.append(task)
         b.task = task
@@ -634,7 +678,7 @@ class _Render:
             else:
                 part.placed = True
                 self.open += 1
-                out += (placeholder_start(part.id), part.fallback, PLACEHOLDER_END)
+                out.append(part.fallback)
 
     def flush(self, b: _Boundary) -> list[str]:
         assert b.parts is not None
@@ -643,7 +687,7 @@ class _Render:
         out = [] if self.runtime_sent else [self.runtime_script()]
         out.append("<template>")
         self.expand(b.parts, out)
-        out.append(f"</template><script{self.nonce_attr}>{swap_call(b.id)}</script>")
+        out.append("</template>" + swap_marker(b.id))
         return out
 
     async def stream(self, shell: list[_Part], tail: str) -> AsyncGenerator[bytes, None]:

@@ -377,9 +377,17 @@ async def serve(app: App, config: Config) -> None:
     # its pauses scale with per-request garbage, not with the heap.
     gc.collect()
     gc.freeze()
+    # Requests in flight keep thousands of young objects alive across awaits (tasks,
+    # futures, timers, per-request state), and every young collection walks them all:
+    # at CPython's default of 700 allocations a streamed 20-boundary page paid 0.1-0.25 ms
+    # of collector CPU. A larger young generation lets most of it die first.
+    gc.set_threshold(_GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
     log.info("serving on %s (Ctrl+C to stop)", server.url)
     await server.serve_forever()
     log.info("stopped")
+
+
+_GC_YOUNG_THRESHOLD = 10_000  # net allocations between young collections (CPython's default: 700)
 
 
 def build_token_parser(prog: str = "python -m sse_server token") -> argparse.ArgumentParser:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import httpx
 import pytest
 
-from html_stream import Document, Markup, Suspense, h
+from html_stream import RUNTIME_JS, Document, Markup, Suspense, h
 from sse_server import App, Request, Response, Server, StreamingResponse
 from sse_server.demo import create_app
 from sse_server.html import stream_page
@@ -167,7 +167,7 @@ async def test_shell_is_sent_before_a_gated_boundary_resolves(site: Site, connec
         shell = await read_chunk(reader)
         gate = await site.gate()
         assert not gate.done.is_set()  # the shell went out with the boundary still pending
-        assert FALLBACK.encode() in shell and b"<!--$?1-->" in shell and b"row-1" not in shell
+        assert FALLBACK.encode() in shell and b" data-hs=1>" in shell and b"row-1" not in shell
         first_paint = final_tree(shell + b"</body></html>")  # what the browser shows before the rows
         assert first_paint.by_id("title") is not None
         assert [r.attrs.get("aria-busy") for r in first_paint.find_all("tr")] == ["true"]
@@ -193,7 +193,7 @@ async def test_crawlers_and_http10_get_the_whole_page_with_content_length(
     assert reply.status == 200 and reply.header("transfer-encoding") is None
     assert reply.header("content-length") == str(len(reply.body))
     assert FALLBACK.encode() not in reply.body
-    assert b"<!--$?" not in reply.body and b"<template>" not in reply.body and b"$HS" not in reply.body
+    assert b"data-hs" not in reply.body and b"<template>" not in reply.body and b"MutationObserver" not in reply.body
     assert_orders_arrived(reply.body)
     assert reply.body.endswith(b"</body></html>")
 
@@ -208,7 +208,7 @@ async def test_browser_on_http11_gets_the_stream(site: Site, connect: Connect) -
         (await site.gate()).go.set()
         rest = b"".join([chunk async for chunk in chunks_after(reader)])
     assert head.header("transfer-encoding") == "chunked" and head.header("content-length") is None
-    assert FALLBACK.encode() in shell and b"$HS" in shell + rest
+    assert FALLBACK.encode() in shell and RUNTIME_JS.encode() in shell and b"</template><!--1-->" in rest
     assert_orders_arrived(shell + rest)
 
 
@@ -229,8 +229,9 @@ async def test_csp_nonce_is_on_every_inline_script_and_style(site: Site, connect
         assert found and f"style-src 'nonce-{found.group(1)}'" in policy, policy
         nonce = found.group(1)
         inline = [(tag, attrs) for tag, attrs in start_tags(whole) if tag in ("script", "style")]
-        # the head's <style>, the swap runtime, and the boundary's swap call
-        assert [tag for tag, _ in inline].count("script") >= 2 and ("style", {"nonce": nonce}) in inline
+        # the head's <style> and the swap runtime (a swap is a comment, not a script)
+        assert ("script", {"nonce": nonce}) in inline and ("style", {"nonce": nonce}) in inline
+        assert f'<script nonce="{nonce}">{RUNTIME_JS}</script>'.encode() in whole
         assert all(attrs.get("nonce") == nonce for _, attrs in inline), inline
         assert_orders_arrived(whole)
         nonces.append(nonce)

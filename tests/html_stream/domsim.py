@@ -4,7 +4,7 @@ in Python, and compare trees.
 html.parser only tokenizes, so the tree is built with a plain stack; that is enough
 for the well-formed markup html_stream writes (every non-void element is closed).
 `apply_swaps` does what runtime.RUNTIME_JS does, in document order, which is the
-order a browser runs the swap scripts in.
+order its observer sees the swap markers in.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ import re
 from html.parser import HTMLParser
 
 from html_stream.markup import VOID_ELEMENTS
-from html_stream.runtime import RUNTIME_JS
+from html_stream.runtime import MARK_ATTR, RUNTIME_JS
 
-SWAP = re.compile(r"\$HS\((\d+)\)")
+SWAP = re.compile(r"[0-9a-z]+")  # a boundary id in base 36 (runtime.short_id)
 
 
 class Text:
@@ -149,47 +149,39 @@ def _remove(node: El | Text | Comment) -> None:
 
 
 def apply_swaps(doc: El) -> list[int]:
-    """Run what the runtime would run, in document order; return the swapped ids.
+    """Run what the runtime would run, in the order its observer sees the swap markers
+    (document order: they are appended at the end of <body>); return the swapped ids.
 
-    Asserts the things the runtime relies on: the template right before each swap
-    script, and a placeholder with its end marker for every swap.
+    Asserts the things the runtime relies on: a template right before each marker,
+    and a marked fallback in the document for every swap.
     """
-    scripts = doc.find_all("script")
-    for script in scripts:
+    for script in doc.find_all("script"):
         if script.text() == RUNTIME_JS:
             _remove(script)  # the runtime removes itself
+    markers = [n for n in doc.iter(into_templates=False) if isinstance(n, Comment) and SWAP.fullmatch(n.data)]
     swapped = []
-    for script in scripts:
-        match = SWAP.fullmatch(script.text())
-        if not match:
-            continue
-        ident = int(match.group(1))
-        parent = script.parent
+    for marker in markers:
+        parent = marker.parent
         assert parent is not None
         siblings = parent.children
-        i = siblings.index(script)
-        template = next(n for n in reversed(siblings[:i]) if isinstance(n, El))
-        assert template.tag == "template", f"no template before swap {ident}"
-        start = next(
-            (n for n in doc.iter(into_templates=False) if isinstance(n, Comment) and n.data == f"$?{ident}"),
-            None,
-        )
-        assert start is not None, f"placeholder {ident} is not in the document"
-        target = start.parent
+        i = siblings.index(marker)
+        template = siblings[i - 1] if i else None
+        assert isinstance(template, El) and template.tag == "template", f"no template before swap {marker.data}"
+        marked = [n for n in doc.iter(into_templates=False)
+                  if isinstance(n, El) and n.attrs.get(MARK_ATTR) == marker.data]
+        assert marked, f"placeholder {marker.data} is not in the document"
+        target = marked[0].parent
         assert target is not None
-        at = target.children.index(start)
-        end = at + 1
-        while not (isinstance(target.children[end], Comment) and target.children[end].data == "/$"):
-            end += 1
+        at = target.children.index(marked[0])
         content = template.children
         for node in content:
             node.parent = target
-        target.children[at : end + 1] = content
+        target.children[at:at] = content
         template.children = []
-        _remove(template)
-        _remove(script)
+        for node in (*marked, template, marker):
+            _remove(node)
         normalize(target)
-        swapped.append(ident)
+        swapped.append(int(marker.data, 36))
     return swapped
 
 

@@ -15,7 +15,7 @@ from .gates import Gate
 PIECES = [
     "</script>", "<script>", "<!--", "-->", "</template>", "<template>", "</style>", "</title>",
     "</textarea>", "`", "${", "}", "\u2028", "\u2029", '"', "'", "<", ">", "&", "&amp;", "&lt;",
-    "\\", "/", " ", "a", "é", "]]>", "<!--$?1-->", "<!--/$-->", "$HS(1)", "<img src=x onerror=alert(1)>",
+    "\\", "/", " ", "a", "é", "]]>", "<!--1-->", "</template><!--1-->", " data-hs=1", "<img src=x onerror=alert(1)>",
     "\n", "\t", "=", "<p>", "</p>", "<![CDATA[", "😀",
 ]
 

@@ -162,6 +162,18 @@ def test_h_fast_paths_keep_general_semantics() -> None:
         h("br", "child")
 
 
+async def test_built_elements_reused_only_for_the_same_input() -> None:
+    """An element h() built before is reused for the same call, never for Markup in place of a str."""
+    first = h("p", {"class": "c"}, "<b>")
+    assert h("p", {"class": "c"}, "<b>") is first
+    assert await html(h("p", {"class": "c"}, Markup("<b>"))) == '<p class="c"><b></p>'
+    assert await html(first) == '<p class="c">&lt;b&gt;</p>'
+    assert await html(h("a", {"href": Markup("/x?a&amp;b")})) == '<a href="/x?a&amp;b"></a>'
+    assert await html(h("a", {"href": "/x?a&amp;b"})) == '<a href="/x?a&amp;amp;b"></a>'
+    inner = h("i", "x")
+    assert h("b", inner).children[0] is inner and h("b", h("i", "y")) != h("b", inner)
+
+
 @pytest.mark.parametrize("url", ["javascript:alert(1)", " JavaScript:x", "java\tscript:x", "\x01vbscript:x"])
 async def test_script_urls_neutralised(url: str) -> None:
     """A javascript: URL in href/src becomes about:invalid instead of running."""

@@ -19,7 +19,7 @@ from html_stream import (
 )
 from html_stream.render import ERROR_MESSAGE
 
-from .domsim import apply_swaps, final_tree, parse
+from .domsim import apply_swaps, canon, final_tree, parse
 from .gates import Gate
 
 
@@ -33,11 +33,11 @@ async def test_shell_before_any_boundary_completes() -> None:
     chunks = render(page(h("h1", "Hi"), Suspense(gate.content(lambda: h("p", {"id": "late"}, "x")), "wait")))
     first = await anext(chunks)
     assert first.startswith(b"<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">")
-    assert b"<h1>Hi</h1><!--$?1--><span aria-busy=\"true\">wait</span><!--/$-->" in first
+    assert b"<h1>Hi</h1><span aria-busy=true data-hs=1>wait</span>" in first
     assert b"late" not in first and not gate.go.is_set()
     gate.go.set()
     second = await anext(chunks)
-    assert second == b'<template><p id="late">x</p></template><script>$HS(1)</script></body></html>'
+    assert second == b'<template><p id="late">x</p></template><!--1--></body></html>'
     with pytest.raises(StopAsyncIteration):
         await anext(chunks)
 
@@ -51,7 +51,7 @@ async def test_boundaries_start_concurrently_at_render_start() -> None:
     for g in gates:
         g.go.set()
     rest = [c async for c in chunks]
-    assert b"".join(rest).count(b"<script>$HS(") == 3  # settled together: sent together, in one chunk
+    assert re.findall(rb"</template><!--(\w)-->", b"".join(rest)) == [b"1", b"2", b"3"]  # settled together: one chunk
     assert len(rest) == 1
 
 
@@ -81,7 +81,7 @@ async def test_child_done_before_parent_flush_is_inlined() -> None:
     await child.done.wait()  # the generator is parked: parent settled, not flushed
     chunk = await anext(chunks)
     assert b'<div id="parent"><b id="child">c</b></div>' in chunk
-    assert b"$?2" not in chunk and chunk.endswith(b"</body></html>")
+    assert b"data-hs=2" not in chunk and b"<!--2-->" not in chunk and chunk.endswith(b"</body></html>")
     assert [c async for c in chunks] == []
 
 
@@ -93,10 +93,10 @@ async def test_child_after_parent_flush_gets_placeholder() -> None:
     shell = await anext(chunks)
     parent.go.set()
     chunk = await anext(chunks)
-    assert b'<template><div id="parent"><!--$?2--><i aria-busy="true">wait</i><!--/$--></div></template>' in chunk
+    assert b'<template><div id="parent"><i aria-busy=true data-hs=2>wait</i></div></template><!--1-->' in chunk
     child.go.set()
     last = await anext(chunks)
-    assert last.startswith(b'<template><b id="child">c</b></template><script>$HS(2)</script>')
+    assert last.startswith(b'<template><b id="child">c</b></template><!--2-->')
     tree = final_tree(shell + chunk + last)
     assert tree.by_id("parent").children[0].tag == "b"
 
@@ -117,7 +117,7 @@ async def test_runtime_sent_once_before_first_use_in_fragments() -> None:
     first = await anext(chunks)
     gates[1].go.set()
     second = await anext(chunks)
-    assert first.startswith(b"<script>self.$HS||") and b"self.$HS" not in second
+    assert first.startswith(b"<script>(d=>{new MutationObserver(") and b"MutationObserver" not in second
 
 
 @pytest.mark.parametrize("strategy", ["in_order", "buffer"])
@@ -126,7 +126,7 @@ async def test_in_order_and_buffer_need_no_script(strategy: str) -> None:
     gate = Gate()
     gate.go.set()
     out = await render_to_string(page(Suspense(gate.content(lambda: h("p", "x")), "fallback")), strategy=strategy)
-    assert "<script" not in out and "<template" not in out and "fallback" not in out and "$?" not in out
+    assert "<script" not in out and "<template" not in out and "fallback" not in out and "data-hs" not in out
 
 
 async def test_in_order_flushes_before_each_wait() -> None:
@@ -233,8 +233,8 @@ async def test_boundary_in_raw_text_or_attribute_refused(misplaced) -> None:
     assert not earlier.started.is_set()  # its task was cancelled with the failed shell
 
 
-async def test_table_contexts_use_comment_placeholders() -> None:
-    """Inside tbody/tr/select/ul the placeholder is comments around the fallback's own elements."""
+async def test_table_contexts_mark_the_fallbacks_own_elements() -> None:
+    """Inside tbody/tr/select/ul each of the fallback's own elements carries the marks (no wrapper)."""
     g = [Gate() for _ in range(4)]
     body = [
         h("table", h("tbody", Suspense(g[0].content(lambda: h("tr", h("td", "row"))), h("tr", h("td", "…"))),
@@ -244,10 +244,10 @@ async def test_table_contexts_use_comment_placeholders() -> None:
     ]
     chunks = render(page(body))
     shell = await anext(chunks)
-    assert b'<tbody><!--$?1--><tr aria-busy="true"><td>' in shell
-    assert b'<tr><!--$?2--><td aria-busy="true">' in shell
-    assert b'<select><!--$?3--><option aria-busy="true">' in shell
-    assert b'<ul><!--$?4--><li aria-busy="true">\xe2\x80\xa6</li><li aria-busy="true">' in shell
+    assert b"<tbody><tr aria-busy=true data-hs=1><td>" in shell
+    assert b"<tr><td aria-busy=true data-hs=2>" in shell
+    assert b"<select><option aria-busy=true data-hs=3>" in shell
+    assert b"<ul><li aria-busy=true data-hs=4>\xe2\x80\xa6</li><li aria-busy=true data-hs=4>" in shell
     assert b"<span" not in shell
     for gate in g:
         gate.go.set()
@@ -261,7 +261,7 @@ async def test_fallback_wrapped_where_a_span_may_stand() -> None:
     gate = Gate()
     chunks = render(page(h("p", "a", Suspense(gate.content(lambda: "b"), ["loading ", h("b", "…")]), "c")))
     shell = await anext(chunks)
-    assert b'<p>a<!--$?1--><span aria-busy="true">loading <b>\xe2\x80\xa6</b></span><!--/$-->c</p>' in shell
+    assert b"<p>a<span aria-busy=true data-hs=1>loading <b>\xe2\x80\xa6</b></span>c</p>" in shell
     await chunks.aclose()
 
 
@@ -317,3 +317,36 @@ async def test_page_renders_twice() -> None:
 
     doc = page(Suspense(content))
     assert await render_to_string(doc) == await render_to_string(doc)
+
+
+async def test_empty_fallback_is_an_empty_marked_template() -> None:
+    """A boundary without a fallback holds its place with an empty marked <template>, swapped like any other."""
+    gate = Gate()
+    chunks = render(page(h("table", h("tbody", Suspense(gate.content(lambda: h("tr", h("td", "row"))))))))
+    shell = await anext(chunks)
+    assert b"<tbody><template data-hs=1></template></tbody>" in shell
+    gate.go.set()
+    tree = final_tree(shell + b"".join([c async for c in chunks]))
+    assert [td.text() for td in tree.find_all("td")] == ["row"] and tree.find_all("template") == []
+
+
+async def test_fallback_roots_where_no_wrapper_stands() -> None:
+    """In a list the blank text between fallback elements is dropped (it would stay after the swap);
+    a Markup root there, which cannot carry the marks, is refused."""
+    gate = Gate()
+    chunks = render(page(h("ul", Suspense(gate.content(lambda: h("li", "i")), [h("li", "a"), " \n", h("li", "b")]))))
+    shell = await anext(chunks)
+    assert b"<ul><li aria-busy=true data-hs=1>a</li><li aria-busy=true data-hs=1>b</li></ul>" in shell
+    gate.go.set()
+    tree = final_tree(shell + b"".join([c async for c in chunks]))
+    assert canon(tree.find_all("ul")[0]) == ("ul", (), (("li", (), ("i",)),))
+    with pytest.raises(MarkupError, match="must be elements"):
+        await render_to_string(page(h("ul", Suspense(lambda: "x", Markup("<li>…</li>")))), strategy="stream")
+
+
+def test_mark_attribute_is_reserved() -> None:
+    """A page cannot set the attribute the runtime removes fallbacks by."""
+    with pytest.raises(MarkupError, match="reserved"):
+        h("p", {"data-hs": "1"})
+    with pytest.raises(MarkupError, match="reserved"):
+        h("p", data_HS="1")
