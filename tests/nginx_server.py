@@ -24,7 +24,7 @@ from typing import BinaryIO
 import pytest
 
 from .conftest import TLSFiles
-from .processes import REPO
+from .processes import REPO, free_port
 
 __all__ = ["NginxServer", "render_module", "require_nginx"]
 
@@ -52,19 +52,12 @@ def require_nginx() -> str:
     return found
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 class NginxServer:
     def __init__(self, directory: Path, nodes: list[str], tls: TLSFiles) -> None:
         self.binary = require_nginx()
         self.directory = directory / "nginx"
-        self.plain_port = _free_port()
-        self.tls_port = _free_port()
+        self.plain_port = free_port()
+        self.tls_port = free_port()
         self.conf = render_module().prepare(
             self.directory, nodes,
             plain_listen=f"127.0.0.1:{self.plain_port}", tls_listen=f"127.0.0.1:{self.tls_port}",

@@ -14,12 +14,21 @@ import asyncio
 import os
 import re
 import signal
+import socket
 import sys
 from pathlib import Path
 
-__all__ = ["REPO", "Running", "env_for", "start_cli"]
+__all__ = ["REPO", "Running", "env_for", "free_port", "start_cli"]
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on now (for a child that must be told its port)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
 
 
 def env_for(folder: Path) -> dict[str, str]:
