@@ -151,6 +151,9 @@ class Host(Protocol):
     @property
     def trusted(self) -> TrustedPeers: ...
     write_timeouts: int  # clients dropped for taking no bytes within write_timeout_s
+    # Called with every response's Outcome when it ends (the access log, the metrics):
+    # the server's own observers, with no middleware layer or registration per request.
+    finish_hooks: tuple[Callable[[Outcome], None], ...]
 
     def admit(self, conn: Connection, key: str, new: bool) -> str | None: ...
     async def handle(self, request: Request) -> AnyResponse: ...
@@ -620,8 +623,9 @@ class Connection(asyncio.Protocol):
 class Exchange:
     """One request's response on a connection, and the Sink its stream writes to.
 
-    Counts what it sends and reports the ``Outcome`` to the request's ``on_finish``
-    callbacks exactly once, when the response has ended for whatever reason.
+    Counts what it sends and reports the ``Outcome`` to the server's finish hooks and
+    the request's ``on_finish`` callbacks exactly once, when the response has ended
+    for whatever reason.
     """
 
     __slots__ = (
@@ -745,15 +749,22 @@ class Exchange:
                 log.exception("stream close hook failed")
         response = self.response
         request, self.request, self.response = self.request, None, None  # no cycles left to collect
+        # A detached stream took its request's callbacks; a plain response's are on its request.
         callbacks, self._on_finish = self._on_finish, None
-        if request is not None or callbacks:
+        if request is not None:
+            callbacks = request.take_finish_callbacks()
+        hooks = self.conn.server.finish_hooks
+        if hooks or callbacks is not None:
             outcome = Outcome(
                 self.status, self.body_bytes, time.perf_counter() - self.started, response is not None, completed,
                 response.events if response is not None else 0,
                 self.method, self.target, self.http_version, self.client,
             )
-            if request is not None:
-                request.finished(outcome)
+            for hook in hooks:
+                try:
+                    hook(outcome)
+                except Exception:
+                    log.exception("a finish hook of the server failed")
             run_finish_callbacks(callbacks, outcome)
 
     # -- the Sink protocol (app.Sink) used by stream producers ---------------------------

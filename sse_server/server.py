@@ -15,7 +15,10 @@ token bucket of new connections per client.
 
 The server wraps the app's middleware stack in its own without changing the app
 (one App can be served by several servers with different configs); outermost
-first: the access log, compression, metrics (which answers ``GET /metrics``).
+first: compression, metrics (which answers ``GET /metrics``). The access log and
+the metrics' counts are not layers: they are ``finish_hooks``, which each
+response's Exchange calls with its Outcome when it ends, so they cost no
+coroutine and no registration per request.
 The first server to serve an app puts its ``Metrics`` in ``app.state["metrics"]``
 for pages that show them (the demo's ``/status``).
 """
@@ -27,8 +30,9 @@ import logging
 import os
 import socket
 import ssl
+from collections.abc import Callable
 
-from .app import AnyResponse, App, Middleware, Request
+from .app import AnyResponse, App, Middleware, Outcome, Request
 from .clients import TokenBuckets, TrustedPeers, retry_after
 from .config import Config
 from .connection import Connection, Exchange
@@ -92,18 +96,21 @@ class Server:
         self.write_timeouts = 0  # clients dropped for taking no bytes in time
         cfg = self.config
         outer: list[Middleware] = []
+        hooks: list[Callable[[Outcome], None]] = []
         self.access_log: AccessLog | None = None
         if cfg.access_log and logging.getLogger("sse_server.access").isEnabledFor(logging.INFO):
             self.access_log = AccessLog(cfg.access_log_format)
-            outer.append(self.access_log)
+            hooks.append(self.access_log.record)
         if cfg.compression:
             outer.append(Compression(cfg))
         self.metrics: Metrics | None = None
         if cfg.metrics:
             self.metrics = Metrics(self, metrics_token(cfg))
             outer.append(self.metrics)
+            hooks.append(self.metrics.observe)
             app.state.setdefault("metrics", self.metrics)
         self._handle = app.handler(outer=outer)
+        self.finish_hooks = tuple(hooks)  # each response's Outcome, when it ends (connection.Exchange)
         self.max_connections = self.config.max_connections  # lowered at start to fit the descriptor limit
         self._emfile_log: EmfileLog | None = None
         self.tls: ssl.SSLContext | None = None  # built at start from config.certfile

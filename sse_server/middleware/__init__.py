@@ -1,6 +1,7 @@
 """Middleware that ships with the server: ``async def mw(request, call_next) -> Response``.
 
-``AccessLog``: one line (text or JSON) per request, written in batches when it has ended.
+``AccessLog``: one line (text or JSON) per request, written in batches when it has ended;
+not a layer but a finish hook of the server (``Server.finish_hooks``), as are the metrics' counts.
 ``Compression``: gzip negotiated from Accept-Encoding, flushed per write on streams.
 ``Metrics``: counts per request and ``GET /metrics`` in the Prometheus text format.
 ``auth``: who may publish and subscribe (tokens, or the application's own scheme),

@@ -1,9 +1,11 @@
 """The server's metrics: counts kept on paths that run anyway, read when scraped.
 
-``Metrics`` is a middleware: it answers ``GET /metrics`` (Prometheus text format
-0.0.4, behind a bearer token with ``--metrics-token-env``) and counts every
-request by method and status when its response ends (``request.on_finish``),
-with its duration in a histogram (streams in their own, when they end).
+``Metrics`` is a middleware that answers ``GET /metrics`` (Prometheus text format
+0.0.4, behind a bearer token with ``--metrics-token-env``) and passes every other
+request on without a coroutine of its own. ``observe`` counts every request by
+method and status when its response ends, with its duration in a histogram
+(streams in their own, when they end): the server calls it as a finish hook
+with the Outcome of each response, so no callback is registered per request.
 
 Everything else is read at scrape time from where it already lives: connections
 and live streams from the server's registries, events, deliveries, drops and
@@ -38,7 +40,7 @@ from ..sse.streams import Heartbeats
 
 if TYPE_CHECKING:
     import asyncio
-    from collections.abc import Iterable
+    from collections.abc import Awaitable, Iterable
 
     from ..app import App
 
@@ -76,17 +78,18 @@ class Metrics:
         self.stream_duration = Histogram(STREAM_BUCKETS_S)
         self.finished_bytes = 0  # body bytes of responses that have ended
         self._bytes_reported = 0
-        self._observer = self._observe
         # Set by a worker of --workers: this worker's families in, every worker's out.
         self.gather: Callable[[list[Family]], Awaitable[list[Family]]] | None = None
 
-    async def __call__(self, request: Request, call_next: Handler) -> AnyResponse:
-        request.on_finish(self._observer)  # bound once: nothing allocated per request or per stream
+    def __call__(self, request: Request, call_next: Handler) -> Awaitable[AnyResponse]:
+        # A plain function handing on the next layer's coroutine: every request but a
+        # scrape passes through without a coroutine of this layer's own.
         if request.path == METRICS_PATH and request.method in ("GET", "HEAD"):
-            return await self.scrape(request)
-        return await call_next(request)
+            return self.scrape(request)
+        return call_next(request)
 
-    def _observe(self, outcome: Outcome) -> None:
+    def observe(self, outcome: Outcome) -> None:
+        """Count one ended response (the server's finish hook: it runs for every request)."""
         method = outcome.method if outcome.method in _METHODS else "other"
         key = (method, outcome.status)
         requests = self.requests
