@@ -373,6 +373,17 @@ async def serve(app: App, config: Config) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, lambda: asyncio.ensure_future(server.shutdown()))
+    settle_collector()
+    log.info("serving on %s (Ctrl+C to stop)", server.url)
+    await server.serve_forever()
+    log.info("stopped")
+
+
+_GC_YOUNG_THRESHOLD = 10_000  # net allocations between young collections (CPython's default: 700)
+
+
+def settle_collector() -> None:
+    """Tune the garbage collector for serving, once start-up is over (a server and each worker)."""
     # Everything allocated at start-up lives forever; keep the collector off it so
     # its pauses scale with per-request garbage, not with the heap.
     gc.collect()
@@ -382,12 +393,6 @@ async def serve(app: App, config: Config) -> None:
     # at CPython's default of 700 allocations a streamed 20-boundary page paid 0.1-0.25 ms
     # of collector CPU. A larger young generation lets most of it die first.
     gc.set_threshold(_GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
-    log.info("serving on %s (Ctrl+C to stop)", server.url)
-    await server.serve_forever()
-    log.info("stopped")
-
-
-_GC_YOUNG_THRESHOLD = 10_000  # net allocations between young collections (CPython's default: 700)
 
 
 def build_token_parser(prog: str = "python -m sse_server token") -> argparse.ArgumentParser:

@@ -50,7 +50,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import gc
 import json
 import logging
 import os
@@ -478,6 +477,7 @@ def worker_main(argv: list[str]) -> int:
 
 async def _serve(app: App, config: Config, sock: socket.socket, index: int, ready_fd: int, parent_fd: int,
                  metrics_dir: Path) -> None:
+    from .cli import settle_collector
     from .server import Server
 
     server = Server(app, config)
@@ -505,8 +505,7 @@ async def _serve(app: App, config: Config, sock: socket.socket, index: int, read
 
     loop.add_reader(parent_fd, parent_readable)
     answering = await siblings.answer(server.metrics) if server.metrics is not None else None
-    gc.collect()  # as cli.serve: start-up garbage out of the collector's way
-    gc.freeze()
+    settle_collector()  # as cli.serve
     os.write(ready_fd, b"ready\n")
     os.close(ready_fd)
     log.info("worker %d ready (pid %d) on %s", index, os.getpid(), server.url)
