@@ -182,6 +182,9 @@ class RequestParser:
 
     def _parse_head(self) -> RequestHead | _Sentinel:
         buf = self._buf
+        if not buf:  # the usual case after a keep-alive request: nothing to scan or check
+            self._scanned = 0
+            return NEED_DATA
         while buf[:2] == b"\r\n":  # RFC 9112 §2.2: empty lines before a request line
             del buf[:2]
             self._scanned = 0
