@@ -227,16 +227,6 @@ class Request:
         else:
             self._on_finish = [current, callback]
 
-    @property
-    def wants_outcome(self) -> bool:
-        """Whether an ``on_finish`` callback waits for this request's outcome."""
-        return bool(self._on_finish)
-
-    def finished(self, outcome: Outcome) -> None:
-        """Run the ``on_finish`` callbacks; the connection calls this once per request."""
-        callbacks, self._on_finish = self._on_finish, None
-        run_finish_callbacks(callbacks, outcome)
-
     def take_finish_callbacks(self) -> FinishCallbacks:
         """Hand the ``on_finish`` callbacks to whoever outlives this request (a detached
         stream keeps only them, not the request with its headers)."""
